@@ -1,0 +1,49 @@
+"""offload: slow GET endpoints computed by background workers, served from a cache.
+
+>>> import offload
+>>> def app(environ, start_response):
+...     start_response("200 OK", [("Content-Type", "text/plain")])
+...     return [b"slow report"]
+>>> wrapped = offload.WSGIMiddleware(app, url="memory://doctest", worker_threads=0)
+>>> wrapped.expire("/reports/*")
+0
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from offload.errors import BackendUnavailable, ConfigurationError, OffloadError, QueueFull
+from offload.records import CachedResponse
+from offload.settings import Settings
+from offload.wsgi import WSGIMiddleware
+
+__all__ = [
+    "BackendUnavailable",
+    "CachedResponse",
+    "ConfigurationError",
+    "OffloadError",
+    "QueueFull",
+    "Settings",
+    "WSGIMiddleware",
+    "expire",
+]
+
+__version__ = "0.1.0"
+
+
+def expire(path: str, params: Any = None, *, url: str | None = None) -> int:
+    """Drop cached answers for ``path`` in the backend ``url`` names; return how many.
+
+    ``path`` may hold ``*`` wildcards (``"/reports/*"``). With ``params`` (a
+    mapping or pairs), only answers whose query holds every given
+    ``name=value`` exactly are dropped: ``{"a": "1"}`` matches ``?a=1&b=2``
+    but not ``?aa=10``.
+    """
+    from offload.backends import open_backend
+    from offload.keys import normalize_params
+
+    cache = open_backend(url).cache
+    if cache is None:
+        raise ConfigurationError(f"the backend {url!r} has no cache")
+    return cache.expire(path, normalize_params(params))

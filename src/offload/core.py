@@ -1,0 +1,240 @@
+"""The protocol-neutral core: what to answer to a request, decided once for WSGI and ASGI.
+
+:meth:`Offloader.decide` is written as a generator that yields the backend
+operations it needs (``("get", key)``, ``("add", key, value, ttl)``, ...) and
+receives their results. The WSGI middleware runs it with blocking calls
+(:meth:`Offloader.decide_sync`), the ASGI middleware with awaited ones, so the
+decision logic exists exactly once and never performs I/O by itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Generator
+from typing import Any
+
+from offload.backends import Backend, Cache, Queue, open_backend
+from offload.errors import BackendUnavailable, ConfigurationError, CorruptRecord, QueueFull
+from offload.keys import request_key
+from offload.records import CachedResponse, PendingMarker, StoredRequest
+from offload.settings import Settings
+
+log = logging.getLogger("offload")
+
+#: A backend operation the decision needs: a method name and its arguments.
+Operation = tuple[Any, ...]
+Decision = Generator[Operation, Any, "CachedResponse | None"]
+
+OPERATIONS = {"get": "cache", "add": "cache", "delete": "cache", "push": "queue"}
+
+
+class RequestTooLarge(Exception):
+    """Raised by a request builder when the request exceeds ``max_headers``."""
+
+
+def own_answer(status: int, retry_after: int | None = None, body: bytes = b"") -> CachedResponse:
+    """An answer of offload's own: never cached by proxies, with an optional ``Retry-After``."""
+    headers = [("Cache-Control", "no-store")]
+    if retry_after is not None:
+        headers.insert(0, ("Retry-After", str(retry_after)))
+    if body:
+        headers.append(("Content-Type", "text/plain; charset=utf-8"))
+    headers.append(("Content-Length", str(len(body))))
+    return CachedResponse(status, tuple(headers), body)
+
+
+class Offloader:
+    """Holds the settings and the backend, and decides how to answer each request.
+
+    ``url`` names the backend (see :func:`offload.backends.open_backend`);
+    ``cache`` and ``queue`` override its parts with objects of your own.
+    Keyword options are those of :class:`offload.settings.Settings`.
+    """
+
+    def __init__(
+        self,
+        *,
+        url: str | None = None,
+        cache: Any = None,
+        queue: Any = None,
+        settings: Settings | None = None,
+        **options: Any,
+    ) -> None:
+        if settings is not None and options:
+            raise ConfigurationError("pass either settings= or keyword options, not both")
+        self.settings = settings if settings is not None else Settings(**options)
+        self.url = url
+        self._explicit_cache = cache
+        self._explicit_queue = queue
+        self._backend: Backend | None = None
+        self._backend_lock = threading.Lock()
+        prefix = self.settings.namespace
+        self._response_prefix = f"{prefix}:r:"
+        self._pending_prefix = f"{prefix}:p:"
+        self._running_prefix = f"{prefix}:l:"
+        s = self.settings
+        self.accepted = own_answer(202, s.retry_after)
+        self.queue_full = own_answer(503, s.retry_after)
+        self.unavailable = own_answer(503, s.retry_after)
+        self.uri_too_long = own_answer(414, body=b"Request-URI too long\n")
+        self.headers_too_large = own_answer(431, body=b"Request headers too large\n")
+        self._last_outage_log = 0.0
+
+    # -- backend --------------------------------------------------------
+
+    @property
+    def backend(self) -> Backend:
+        """The cache and queue in use, opened on first use (after any fork)."""
+        if self._backend is None:
+            with self._backend_lock:
+                if self._backend is None:
+                    self._backend = self._open()
+        return self._backend
+
+    def _open(self) -> Backend:
+        from offload.adapters import adapt_cache, adapt_queue
+
+        cache = adapt_cache(self._explicit_cache) if self._explicit_cache is not None else None
+        queue = adapt_queue(self._explicit_queue) if self._explicit_queue is not None else None
+        if cache is None or queue is None:
+            opened = open_backend(self.url)
+            cache = cache or opened.cache
+            queue = queue or opened.queue
+        if cache is None or queue is None:
+            missing = "cache" if cache is None else "queue"
+            raise ConfigurationError(f"the backend {self.url!r} has no {missing}: pass {missing}= or a URL that has one")
+        return Backend(self.url or "", cache, queue)
+
+    @property
+    def cache(self) -> Cache:
+        cache = self.backend.cache
+        assert cache is not None  # checked in _open
+        return cache
+
+    @property
+    def queue(self) -> Queue:
+        queue = self.backend.queue
+        assert queue is not None  # checked in _open
+        return queue
+
+    # -- keys -------------------------------------------------------------
+
+    def response_key(self, key: str) -> str:
+        return self._response_prefix + key
+
+    def pending_key(self, key: str) -> str:
+        return self._pending_prefix + key
+
+    def running_key(self, key: str) -> str:
+        return self._running_prefix + key
+
+    # -- the decision ---------------------------------------------------------
+
+    def decide(
+        self,
+        method: str,
+        path: bytes,
+        query: bytes,
+        header: Callable[[str], bytes | None],
+        build_request: Callable[[str], StoredRequest],
+    ) -> Decision:
+        """Decide the answer to one request; None means "let the app answer it".
+
+        ``header(name)`` returns a request header by lowercase name;
+        ``build_request(key)`` makes the record a worker replays, and is called
+        only on a miss.
+        """
+        if method != "GET" and method != "HEAD":
+            return None
+        settings = self.settings
+        if len(path) + len(query) > settings.max_url:
+            return self.uri_too_long
+        key = request_key(path, query, [(name, header(name)) for name in settings.vary])
+        try:
+            data = yield ("get", self._response_prefix + key)
+        except BackendUnavailable as error:
+            return self._outage(error)
+        if data is not None:
+            try:
+                return CachedResponse.decode(data)
+            except CorruptRecord as error:
+                log.warning("ignoring a cached answer that is not in offload's format (%s); recomputing it", error)
+        try:
+            request = build_request(key)
+        except RequestTooLarge:
+            return self.headers_too_large
+        pending = self._pending_prefix + key
+        try:
+            won = yield ("add", pending, PendingMarker("queued", time.time()).encode(), settings.pending_ttl)
+            if not won:
+                return self.accepted
+            try:
+                yield ("push", key, request.encode(), settings.max_queued)
+            except QueueFull:
+                yield ("delete", pending)
+                log.warning("queue holds max_queued=%s jobs: answering 503", settings.max_queued)
+                return self.queue_full
+            except BackendUnavailable:
+                try:
+                    yield ("delete", pending)
+                except BackendUnavailable:
+                    pass  # the marker expires by itself
+                raise
+        except BackendUnavailable as error:
+            return self._outage(error)
+        return self.accepted
+
+    def _outage(self, error: BackendUnavailable) -> CachedResponse | None:
+        now = time.monotonic()
+        if now - self._last_outage_log > 10:
+            self._last_outage_log = now
+            action = "passing requests to the app" if self.settings.passthrough_on_error else "answering 503"
+            log.error("offload backend unavailable (%s): %s until it is back", error, action)
+        return None if self.settings.passthrough_on_error else self.unavailable
+
+    def decide_sync(
+        self,
+        method: str,
+        path: bytes,
+        query: bytes,
+        header: Callable[[str], bytes | None],
+        build_request: Callable[[str], StoredRequest],
+    ) -> CachedResponse | None:
+        """Run :meth:`decide` with blocking backend calls."""
+        decision = self.decide(method, path, query, header, build_request)
+        try:
+            operation = next(decision)
+            while True:
+                try:
+                    result = self._call(operation)
+                except BackendUnavailable as error:
+                    operation = decision.throw(error)
+                else:
+                    operation = decision.send(result)
+        except StopIteration as done:
+            result_value: CachedResponse | None = done.value
+            return result_value
+
+    def _call(self, operation: Operation) -> Any:
+        name, *args = operation
+        target = self.cache if OPERATIONS[name] == "cache" else self.queue
+        try:
+            return getattr(target, name)(*args)
+        except (BackendUnavailable, QueueFull):
+            raise
+        except Exception as error:  # a driver error we do not know: treat it as an outage
+            raise BackendUnavailable(f"{type(error).__name__}: {error}") from error
+
+    # -- expiry -----------------------------------------------------------------
+
+    def expire(self, path: str, params: Any = None) -> int:
+        """Drop cached answers for ``path`` (``*`` matches anything), optionally only with ``params``.
+
+        ``params`` is a mapping or pairs; an answer matches when its query
+        holds every given name=value exactly. Returns how many were dropped.
+        """
+        from offload.keys import normalize_params
+
+        return self.cache.expire(path, normalize_params(params))

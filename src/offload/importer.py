@@ -1,0 +1,89 @@
+"""Finding the app a worker replays requests through, from a ``MODULE:ATTR`` string."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import sys
+from typing import Any
+
+from offload.core import Offloader
+from offload.errors import ConfigurationError
+from offload.records import CachedResponse, StoredRequest
+from offload.worker import Replayer
+
+
+def import_app(spec: str) -> Any:
+    """Import ``package.module:attribute`` (the attribute may be dotted), with precise errors.
+
+    The working directory is importable, as with ``gunicorn`` and ``uvicorn``.
+    """
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise ConfigurationError(f"{spec!r} is not MODULE:ATTR; write for example myproject.wsgi:application")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        if error.name and module_name.startswith(error.name):
+            raise ConfigurationError(f"cannot import module {module_name!r}: is it on the path?") from error
+        raise
+    app: Any = module
+    for part in attribute.split("."):
+        try:
+            app = getattr(app, part)
+        except AttributeError:
+            raise ConfigurationError(f"module {module_name!r} has no attribute {attribute!r}") from None
+    return app
+
+
+def find_offloader(app: Any) -> Offloader | None:
+    """The offloader of an offload middleware in or around ``app``, if there is one.
+
+    Looks through the usual wrapping attributes (``wsgi_app`` of Flask,
+    ``app`` of most middlewares, ``middleware_stack`` of Starlette), a few
+    levels deep.
+    """
+    seen: set[int] = set()
+    todo = [app]
+    while todo:
+        current = todo.pop(0)
+        if current is None or id(current) in seen or len(seen) > 50:
+            continue
+        seen.add(id(current))
+        offloader = getattr(current, "offloader", None)
+        if isinstance(offloader, Offloader):
+            return offloader
+        for name in ("wsgi_app", "app", "application", "middleware_stack", "_app"):
+            inner = getattr(current, name, None)
+            if inner is not None and not isinstance(inner, (str, bytes, int, float)):
+                todo.append(inner)
+    return None
+
+
+def is_asgi(app: Any) -> bool:
+    """Whether ``app`` is an ASGI 3 application (an async callable) rather than a WSGI one."""
+    if inspect.isclass(app):
+        return False
+    call = app if inspect.isfunction(app) or inspect.ismethod(app) else getattr(app, "__call__", None)
+    return inspect.iscoroutinefunction(call) or getattr(app, "_offload_asgi", False) is True
+
+
+def replayer_for(app: Any, protocol: str | None = None) -> Replayer:
+    """A function that replays a stored request through ``app`` (WSGI or ASGI, detected unless given)."""
+    asgi = is_asgi(app) if protocol is None else protocol == "asgi"
+    if asgi:
+        from offload.replay import replay_asgi_sync
+
+        def replay_through_asgi(request: StoredRequest, max_body: int) -> CachedResponse:
+            return replay_asgi_sync(app, request, max_body)
+
+        return replay_through_asgi
+    from offload.replay import replay_wsgi
+
+    def replay_through_wsgi(request: StoredRequest, max_body: int) -> CachedResponse:
+        return replay_wsgi(app, request, max_body)
+
+    return replay_through_wsgi

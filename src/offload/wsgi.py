@@ -1,0 +1,124 @@
+"""The WSGI middleware: a thin translator between WSGI and :class:`offload.core.Offloader`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from offload.core import Offloader, RequestTooLarge
+from offload.records import StoredRequest
+from offload.settings import Settings
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+from offload.replay import REPLAY_KEY
+
+
+class WSGIMiddleware:
+    """Serve slow GET endpoints of a WSGI app from a cache, computed by background workers.
+
+    A GET or HEAD is answered from the cache when a worker has computed it.
+    On a miss, the request is stored, exactly one job is queued for its key
+    and the client gets an empty ``202 Accepted`` with ``Retry-After``: it
+    polls until the answer is there. Other methods reach the app unchanged.
+
+    :param app: the WSGI application to wrap.
+    :param url: the backend URL; defaults to ``OFFLOAD_URL``, else a SQLite file.
+    :param cache: a cache object to use instead of the URL's.
+    :param queue: a queue object to use instead of the URL's.
+    :param ttl: seconds an answer is served from the cache.
+    :param worker_threads: worker threads to run inside this process; by
+        default one for ``memory://`` URLs and none otherwise.
+    :param options: the other options of :class:`offload.settings.Settings`.
+
+    Wrap a Flask app's WSGI callable, so that ``app`` itself stays a Flask app::
+
+        app.wsgi_app = WSGIMiddleware(app.wsgi_app, ttl=600)
+
+    Then run the workers: ``offload worker myapp:app``.
+    """
+
+    def __init__(
+        self,
+        app: WSGIApplication,
+        *,
+        url: str | None = None,
+        cache: Any = None,
+        queue: Any = None,
+        ttl: float = 300,
+        worker_threads: int | None = None,
+        settings: Settings | None = None,
+        **options: Any,
+    ) -> None:
+        self.app = app
+        if settings is None:
+            options["ttl"] = ttl
+        self.offloader = Offloader(url=url, cache=cache, queue=queue, settings=settings, **options)
+        from offload.inline import InlineWorkers
+
+        self._inline = InlineWorkers(self, self.offloader, worker_threads)
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        method = environ.get("REQUEST_METHOD", "GET")
+        if (method != "GET" and method != "HEAD") or environ.get(REPLAY_KEY):
+            return self.app(environ, start_response)
+        self._inline.ensure_started()
+        path = _bytes(environ.get("SCRIPT_NAME", "")) + _bytes(environ.get("PATH_INFO", ""))
+        query = _bytes(environ.get("QUERY_STRING", ""))
+
+        def header(name: str) -> bytes | None:
+            value = environ.get("HTTP_" + name.upper().replace("-", "_"))
+            return None if value is None else _bytes(value)
+
+        def build_request(key: str) -> StoredRequest:
+            return request_from_environ(environ, key, path, query, self.offloader.settings)
+
+        response = self.offloader.decide_sync(method, path, query, header, build_request)
+        if response is None:
+            return self.app(environ, start_response)
+        start_response(response.status_line, list(response.headers))
+        return [] if method == "HEAD" else [response.body]
+
+    def expire(self, path: str, params: Any = None) -> int:
+        """Drop cached answers for ``path``; see :meth:`offload.core.Offloader.expire`."""
+        return self.offloader.expire(path, params)
+
+
+def request_from_environ(
+    environ: WSGIEnvironment, key: str, path: bytes, query: bytes, settings: Settings
+) -> StoredRequest:
+    """What a worker needs to replay this request (see :class:`offload.records.StoredRequest`)."""
+    headers = []
+    size = 0
+    for name, value in environ.items():
+        if not name.startswith("HTTP_"):
+            continue
+        header = name[5:].lower().replace("_", "-")
+        if not settings.replays_header(header):
+            continue
+        raw = _bytes(value)
+        size += len(header) + len(raw) + 4
+        if size > settings.max_headers:
+            raise RequestTooLarge()
+        headers.append((header.encode("latin-1"), raw))
+    port = str(environ.get("SERVER_PORT", "80"))
+    protocol = str(environ.get("SERVER_PROTOCOL", "HTTP/1.1"))
+    return StoredRequest(
+        key=key,
+        path=path,
+        query=query,
+        headers=tuple(headers),
+        scheme=str(environ.get("wsgi.url_scheme", "http")),
+        server=(str(environ.get("SERVER_NAME", "localhost")), int(port) if port.isdigit() else 80),
+        root_path=_bytes(environ.get("SCRIPT_NAME", "")).decode("latin-1"),
+        client=str(environ.get("REMOTE_ADDR", "")),
+        http_version=protocol.partition("/")[2] or "1.1",
+    )
+
+
+def _bytes(text: str) -> bytes:
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError:  # a server that broke PEP 3333's latin-1 rule
+        return text.encode("utf-8", "surrogateescape")
