@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
 from offload.backends import Backend, Cache, Queue, open_backend
@@ -209,6 +209,30 @@ class Offloader:
             while True:
                 try:
                     result = self._call(operation)
+                except BackendUnavailable as error:
+                    operation = decision.throw(error)
+                else:
+                    operation = decision.send(result)
+        except StopIteration as done:
+            result_value: CachedResponse | None = done.value
+            return result_value
+
+    async def decide_async(
+        self,
+        method: str,
+        path: bytes,
+        query: bytes,
+        header: Callable[[str], bytes | None],
+        build_request: Callable[[str], StoredRequest],
+        call: Callable[[Operation], Awaitable[Any]],
+    ) -> CachedResponse | None:
+        """Run :meth:`decide`, awaiting each backend operation through ``call``."""
+        decision = self.decide(method, path, query, header, build_request)
+        try:
+            operation = next(decision)
+            while True:
+                try:
+                    result = await call(operation)
                 except BackendUnavailable as error:
                     operation = decision.throw(error)
                 else:
