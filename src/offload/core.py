@@ -209,7 +209,7 @@ class Offloader:
             while True:
                 try:
                     result = self._call(operation)
-                except BackendUnavailable as error:
+                except (BackendUnavailable, QueueFull) as error:
                     operation = decision.throw(error)
                 else:
                     operation = decision.send(result)
@@ -233,7 +233,7 @@ class Offloader:
             while True:
                 try:
                     result = await call(operation)
-                except BackendUnavailable as error:
+                except (BackendUnavailable, QueueFull) as error:
                     operation = decision.throw(error)
                 else:
                     operation = decision.send(result)
