@@ -1,0 +1,225 @@
+"""The ``offload`` command: run workers, serve an app, inspect and expire the cache.
+
+Every command takes ``--url`` (default: ``OFFLOAD_URL``, else the embedded
+SQLite file ``offload.sqlite3`` in the working directory).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from offload.backends import open_backend, resolve_url
+from offload.errors import OffloadError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def url_option(func: F) -> F:
+    """The shared ``--url`` option, read from ``OFFLOAD_URL`` when not given."""
+    return click.option(
+        "--url",
+        envvar="OFFLOAD_URL",
+        default=None,
+        help="Backend URL: sqlite:///file, memory://, redis://..., postgresql://... [env: OFFLOAD_URL]",
+    )(func)
+
+
+def protocol_option(func: F) -> F:
+    return click.option(
+        "--protocol",
+        type=click.Choice(["auto", "wsgi", "asgi"]),
+        default="auto",
+        show_default=True,
+        help="Treat the app as WSGI or ASGI instead of detecting it.",
+    )(func)
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s", stream=sys.stderr
+    )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="offload")
+def main() -> None:
+    """offload: slow GET endpoints computed by background workers, served from a cache."""
+
+
+@main.command()
+@click.argument("app")
+@url_option
+@click.option("--concurrency", "-c", default=1, show_default=True, type=click.IntRange(1, 256), help="Jobs run at once (threads).")
+@click.option("--burst", is_flag=True, help="Exit when the queue is empty.")
+@protocol_option
+@click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
+def worker(app: str, url: str | None, concurrency: int, burst: bool, protocol: str, log_level: str) -> None:
+    """Process queued jobs for APP (MODULE:ATTR, the app wrapped in offload's middleware or the bare app)."""
+    from offload.core import Offloader
+    from offload.importer import find_offloader, import_app, replayer_for
+    from offload.worker import Worker
+
+    _setup_logging(log_level)
+    target = _load(app, import_app)
+    found = find_offloader(target)
+    if found is None:
+        offloader = Offloader(url=url)
+    elif url is not None and url != found.url:
+        offloader = Offloader(url=url, settings=found.settings)
+    else:
+        offloader = found
+    replay = replayer_for(target, None if protocol == "auto" else protocol)
+    logging.getLogger("offload.worker").info(
+        "worker for %s on %s, %d thread(s)%s", app, _display_url(offloader.url), concurrency, ", burst" if burst else ""
+    )
+    runner = Worker(offloader, replay, concurrency=concurrency, burst=burst)
+    sys.exit(runner.run())
+
+
+@main.command()
+@click.argument("app")
+@url_option
+@click.option("--bind", "-b", default="127.0.0.1:8000", show_default=True, help="HOST:PORT to listen on.")
+@click.option("--workers", "-w", default=1, show_default=True, type=click.IntRange(0, 256), help="Worker processes.")
+@click.option("--web-processes", default=2, show_default=True, type=click.IntRange(1, 256), help="HTTP server processes.")
+@click.option("--concurrency", "-c", default=1, show_default=True, type=click.IntRange(1, 256), help="Threads per worker.")
+@protocol_option
+@click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
+def serve(
+    app: str, url: str | None, bind: str, workers: int, web_processes: int, concurrency: int, protocol: str, log_level: str
+) -> None:
+    """Serve APP over HTTP (gunicorn for WSGI, uvicorn for ASGI) and run its worker processes."""
+    from offload.serving import Supervisor, parse_bind
+
+    _setup_logging(log_level)
+    try:
+        host, port = parse_bind(bind)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--bind") from None
+    supervisor = Supervisor(
+        app,
+        url=url,
+        host=host,
+        port=port,
+        workers=workers,
+        web_processes=web_processes,
+        concurrency=concurrency,
+        protocol=protocol,
+        log_level=log_level,
+    )
+    sys.exit(supervisor.run())
+
+
+@main.command()
+@click.argument("path")
+@click.option("--param", "-p", "params", multiple=True, metavar="KEY=VALUE", help="Only answers whose query has KEY=VALUE.")
+@url_option
+def expire(path: str, params: tuple[str, ...], url: str | None) -> None:
+    """Drop cached answers for PATH ('*' matches anything, e.g. '/reports/*')."""
+    pairs = []
+    for param in params:
+        name, sep, value = param.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{param!r} is not KEY=VALUE", param_hint="--param")
+        pairs.append((name, value))
+    import offload
+
+    count = _backend_call(lambda: offload.expire(path, pairs, url=url))
+    click.echo(f"expired {count} cached answer{'s' if count != 1 else ''}")
+
+
+@main.command()
+@url_option
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+def status(url: str | None, as_json: bool) -> None:
+    """Show queued, running, cached and failed counts."""
+
+    def counts() -> dict[str, int]:
+        backend = open_backend(url)
+        result = {"queued": 0, "running": 0, "cached": 0, "failed": 0}
+        if backend.queue is not None:
+            result.update(backend.queue.stats())
+        if backend.cache is not None:
+            result.update(backend.cache.stats())
+        return result
+
+    result = _backend_call(counts)
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    click.echo(f"backend  {_display_url(url)}")
+    for name in ("queued", "running", "cached", "failed"):
+        click.echo(f"{name:8} {result[name]}")
+
+
+@main.command()
+@url_option
+def migrate(url: str | None) -> None:
+    """Create offload's tables (PostgreSQL, SQLite) now instead of on first use."""
+
+    def run() -> None:
+        backend = open_backend(url)
+        module = sys.modules.get(type(backend.cache or backend.queue).__module__)
+        migrate_function = getattr(module, "migrate", None)
+        if migrate_function is not None:
+            migrate_function(resolve_url(url))
+        else:  # opening the tables creates them
+            for part in (backend.cache, backend.queue):
+                if part is not None:
+                    part.stats()
+
+    _backend_call(run)
+    click.echo(f"offload tables ready in {_display_url(url)}")
+
+
+@main.command()
+@click.option("--bind", "-b", default="127.0.0.1:8000", show_default=True, help="HOST:PORT to listen on.")
+@click.option("--delay", default=3.0, show_default=True, type=click.FloatRange(0, 60), help="Seconds the slow endpoint takes.")
+@click.option("--exit", "exit_after", is_flag=True, help="Stop after showing the flow instead of serving on.")
+def demo(bind: str, delay: float, exit_after: bool) -> None:
+    """Run a bundled app with a slow endpoint, a server and a worker, and show the flow."""
+    from offload.demo import run_demo
+    from offload.serving import parse_bind
+
+    try:
+        host, port = parse_bind(bind)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--bind") from None
+    sys.exit(run_demo(host, port, delay, keep_serving=not exit_after))
+
+
+def _load(spec: str, importer: Callable[[str], Any]) -> Any:
+    try:
+        return importer(spec)
+    except OffloadError as error:
+        raise click.BadParameter(str(error), param_hint="APP") from None
+
+
+def _backend_call(func: Callable[[], Any]) -> Any:
+    try:
+        return func()
+    except OffloadError as error:
+        raise click.ClickException(str(error)) from None
+
+
+def _display_url(url: str | None) -> str:
+    """The backend URL without its password."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    resolved = resolve_url(url)
+    parts = urlsplit(resolved)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return resolved
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
+
