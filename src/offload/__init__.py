@@ -13,12 +13,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from offload.asgi import ASGIMiddleware
 from offload.errors import BackendUnavailable, ConfigurationError, OffloadError, QueueFull
 from offload.records import CachedResponse
 from offload.settings import Settings
 from offload.wsgi import WSGIMiddleware
 
 __all__ = [
+    "ASGIMiddleware",
     "BackendUnavailable",
     "CachedResponse",
     "ConfigurationError",

@@ -43,8 +43,11 @@ def find_offloader(app: Any) -> Offloader | None:
     """The offloader of an offload middleware in or around ``app``, if there is one.
 
     Looks through the usual wrapping attributes (``wsgi_app`` of Flask,
-    ``app`` of most middlewares, ``middleware_stack`` of Starlette), a few
-    levels deep.
+    ``asgi_app`` of Quart, ``app`` of most middlewares, ``middleware_stack``
+    of Starlette), a few levels deep. A Starlette or FastAPI app given an
+    offload middleware with ``add_middleware()`` builds its middleware stack
+    only on its first request; it is built here, as that first request would,
+    so the worker finds the very middleware that later serves its replays.
     """
     seen: set[int] = set()
     todo = [app]
@@ -56,19 +59,47 @@ def find_offloader(app: Any) -> Offloader | None:
         offloader = getattr(current, "offloader", None)
         if isinstance(offloader, Offloader):
             return offloader
-        for name in ("wsgi_app", "app", "application", "middleware_stack", "_app"):
+        _build_starlette_stack(current)
+        for name in ("wsgi_app", "asgi_app", "app", "application", "middleware_stack", "_app"):
             inner = getattr(current, name, None)
             if inner is not None and not isinstance(inner, (str, bytes, int, float)):
                 todo.append(inner)
     return None
 
 
+def _build_starlette_stack(app: Any) -> None:
+    """Build a Starlette app's middleware stack now if offload's middleware was added to it."""
+    from offload.asgi import ASGIMiddleware
+
+    entries = getattr(app, "user_middleware", None)
+    build = getattr(app, "build_middleware_stack", None)
+    if not isinstance(entries, list) or not callable(build) or getattr(app, "middleware_stack", True) is not None:
+        return
+    classes = [getattr(entry, "cls", None) for entry in entries]
+    if any(isinstance(cls, type) and issubclass(cls, ASGIMiddleware) for cls in classes):
+        app.middleware_stack = build()
+
+
 def is_asgi(app: Any) -> bool:
-    """Whether ``app`` is an ASGI 3 application (an async callable) rather than a WSGI one."""
-    if inspect.isclass(app):
+    """Whether ``app`` is an ASGI 3 application rather than a WSGI one.
+
+    An async callable is ASGI. A callable that is not async but returns an
+    awaitable (Quart's ``asgi_app``, some middlewares) is told apart by its
+    signature: ASGI takes ``(scope, receive, send)``, WSGI ``(environ, start_response)``.
+    """
+    if inspect.isclass(app) or not callable(app):
         return False
-    call = app if inspect.isfunction(app) or inspect.ismethod(app) else getattr(app, "__call__", None)
-    return inspect.iscoroutinefunction(call) or getattr(app, "_offload_asgi", False) is True
+    if getattr(app, "_offload_asgi", False) is True:
+        return True
+    call = app if inspect.isfunction(app) or inspect.ismethod(app) else type(app).__call__
+    if inspect.iscoroutinefunction(call) or inspect.iscoroutinefunction(app):
+        return True
+    try:
+        parameters = inspect.signature(app).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len([p for p in positional if p.default is p.empty]) == 3
 
 
 def replayer_for(app: Any, protocol: str | None = None) -> Replayer:

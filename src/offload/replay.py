@@ -8,7 +8,11 @@ scope) so that the offload middleware inside the app passes it through.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import sys
+import threading
+from collections.abc import MutableMapping
 from io import BytesIO
 from typing import TYPE_CHECKING, Any
 
@@ -27,8 +31,6 @@ class BodyTooLarge(Exception):
     def __init__(self, limit: int) -> None:
         super().__init__(f"the answer is larger than max_body={limit} bytes")
         self.limit = limit
-
-
 
 
 def replay_wsgi(app: WSGIApplication, request: StoredRequest, max_body: int) -> CachedResponse:
@@ -96,3 +98,184 @@ def replay_wsgi(app: WSGIApplication, request: StoredRequest, max_body: int) -> 
     if not (code.isdigit() and len(code) == 3):
         raise RuntimeError(f"the app answered an invalid status {status_text!r}")
     return CachedResponse(int(code), tuple((str(n), str(v)) for n, v in headers), b"".join(chunks))
+
+
+async def replay_asgi(
+    app: Any, request: StoredRequest, max_body: int, state: dict[str, Any] | None = None
+) -> CachedResponse:
+    """Call an ASGI 3 app with a stored request and collect its whole answer.
+
+    ``receive`` gives one empty ``http.request``, then ``http.disconnect``
+    only once the answer is complete, as httpx's ASGI transport does, so an
+    app that watches for a disconnect while it streams is not cut short.
+    ``state`` is the lifespan state, copied into the scope as a server does.
+    An answer larger than ``max_body`` raises :class:`BodyTooLarge`.
+    """
+    from urllib.parse import quote
+
+    root = request.root_path.encode("latin-1")
+    scope: dict[str, Any] = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": request.http_version,
+        "method": "GET",
+        "scheme": request.scheme,
+        "path": request.path.decode("utf-8", "replace"),
+        "raw_path": quote(request.path, "/:@!$&'()*+,;=-._~").encode("ascii"),
+        "query_string": request.query,
+        "root_path": root.decode("utf-8", "replace"),
+        "headers": [(name, value) for name, value in request.headers],
+        "client": (request.client, 0) if request.client else None,
+        "server": request.server,
+        "extensions": {},
+        REPLAY_KEY: True,
+    }
+    if state is not None:
+        scope["state"] = dict(state)
+    request_sent = False
+    complete = False
+    finished = asyncio.Event()
+    started: dict[str, Any] = {}
+    chunks: list[bytes] = []
+    size = 0
+
+    async def receive() -> dict[str, Any]:
+        nonlocal request_sent
+        if not request_sent:
+            request_sent = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await finished.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        nonlocal size, complete
+        kind = message.get("type")
+        if kind == "http.response.start":
+            if started:
+                raise RuntimeError("the app sent http.response.start twice")
+            started.update(message)
+        elif kind == "http.response.body":
+            if not started:
+                raise RuntimeError("the app sent a body before http.response.start")
+            if complete:
+                raise RuntimeError("the app sent a body after the answer was complete")
+            body = bytes(message.get("body", b""))
+            size += len(body)
+            if size > max_body:
+                raise BodyTooLarge(max_body)
+            chunks.append(body)
+            if not message.get("more_body", False):
+                complete = True
+                finished.set()
+
+    try:
+        await app(scope, receive, send)
+    finally:
+        finished.set()  # release a receive() still waiting, whatever happened
+    if not complete:
+        raise RuntimeError("the app returned without a complete answer")
+    status = started.get("status")
+    if not isinstance(status, int) or not 100 <= status <= 999:
+        raise RuntimeError(f"the app answered an invalid status {status!r}")
+    headers = tuple((bytes(n).decode("latin-1"), bytes(v).decode("latin-1")) for n, v in started.get("headers", ()))
+    return CachedResponse(status, headers, b"".join(chunks))
+
+
+def replay_asgi_sync(app: Any, request: StoredRequest, max_body: int) -> CachedResponse:
+    """:func:`replay_asgi` for a worker thread: one event loop per thread, reused for every job.
+
+    The first job an app runs on a thread's loop sends it ``lifespan.startup``
+    (database pools, clients and other startup work of FastAPI, Starlette and
+    Quart apps), once; an app that does not speak lifespan is used without it.
+    """
+    runner: _LoopRunner | None = getattr(_thread_loops, "runner", None)
+    if runner is None or runner.loop.is_closed():
+        runner = _thread_loops.runner = _LoopRunner()
+    return runner.loop.run_until_complete(runner.replay(app, request, max_body))
+
+
+def close_replay_loop() -> None:
+    """Send ``lifespan.shutdown`` to the apps started on this thread's loop, then close the loop."""
+    runner: _LoopRunner | None = getattr(_thread_loops, "runner", None)
+    if runner is not None:
+        del _thread_loops.runner
+        runner.close()
+
+
+_thread_loops = threading.local()
+_log = logging.getLogger("offload.replay")
+
+
+class _Lifespan:
+    """An app's running lifespan: the task, the way to speak to it, and the state it set up."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app  # held so that id(app) is not reused while the lifespan runs
+        self.state: dict[str, Any] = {}
+        self.supported = True
+        self.inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.replies: asyncio.Queue[MutableMapping[str, Any] | None] = asyncio.Queue()
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}, "state": self.state}
+        self.task = asyncio.get_running_loop().create_task(self._run(scope))
+        await self.inbox.put({"type": "lifespan.startup"})
+        reply = await self.replies.get()
+        if reply is None:  # the app raised or returned: it has no lifespan
+            self.supported = False
+        elif reply.get("type") == "lifespan.startup.failed":
+            raise RuntimeError(f"the app's lifespan startup failed: {reply.get('message', '')}")
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        if self.supported and self.task is not None and not self.task.done():
+            await self.inbox.put({"type": "lifespan.shutdown"})
+            try:
+                await asyncio.wait_for(self.replies.get(), timeout)
+            except asyncio.TimeoutError:
+                _log.warning("the app did not finish its lifespan shutdown in %ss", timeout)
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+
+    async def _run(self, scope: dict[str, Any]) -> None:
+        try:
+            await self.app(scope, self.inbox.get, self.replies.put)
+        except Exception as error:  # apps without lifespan support raise here, and that is fine
+            _log.debug("the app does not support lifespan (%s: %s); running without it", type(error).__name__, error)
+        finally:
+            await self.replies.put(None)
+
+
+class _LoopRunner:
+    """A worker thread's event loop, and the lifespans of the apps started on it."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.lifespans: dict[int, _Lifespan] = {}
+
+    async def replay(self, app: Any, request: StoredRequest, max_body: int) -> CachedResponse:
+        lifespan = self.lifespans.get(id(app))
+        if lifespan is None:
+            lifespan = _Lifespan(app)
+            await lifespan.start()  # a failed startup raises, and is tried again with the next job
+            self.lifespans[id(app)] = lifespan
+        return await replay_asgi(app, request, max_body, lifespan.state if lifespan.supported else None)
+
+    def __del__(self) -> None:
+        # The thread ended (its thread-local copy goes away): shut the apps down and close the loop.
+        try:
+            self.close()
+        except Exception:
+            self.loop.close()
+
+    def close(self) -> None:
+        if self.loop.is_closed():
+            return
+        try:
+            for lifespan in self.lifespans.values():
+                self.loop.run_until_complete(lifespan.stop())
+        finally:
+            self.lifespans.clear()
+            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+            self.loop.close()
