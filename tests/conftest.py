@@ -63,5 +63,3 @@ def _no_ambient_url(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def project_root() -> Path:
     return Path(__file__).resolve().parent.parent
-
-

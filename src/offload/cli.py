@@ -55,10 +55,14 @@ def main() -> None:
 @main.command()
 @click.argument("app")
 @url_option
-@click.option("--concurrency", "-c", default=1, show_default=True, type=click.IntRange(1, 256), help="Jobs run at once (threads).")
+@click.option(
+    "--concurrency", "-c", default=1, show_default=True, type=click.IntRange(1, 256), help="Jobs run at once (threads)."
+)
 @click.option("--burst", is_flag=True, help="Exit when the queue is empty.")
 @protocol_option
-@click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option(
+    "--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"])
+)
 def worker(app: str, url: str | None, concurrency: int, burst: bool, protocol: str, log_level: str) -> None:
     """Process queued jobs for APP (MODULE:ATTR, the app wrapped in offload's middleware or the bare app)."""
     from offload.core import Offloader
@@ -87,12 +91,25 @@ def worker(app: str, url: str | None, concurrency: int, burst: bool, protocol: s
 @url_option
 @click.option("--bind", "-b", default="127.0.0.1:8000", show_default=True, help="HOST:PORT to listen on.")
 @click.option("--workers", "-w", default=1, show_default=True, type=click.IntRange(0, 256), help="Worker processes.")
-@click.option("--web-processes", default=2, show_default=True, type=click.IntRange(1, 256), help="HTTP server processes.")
-@click.option("--concurrency", "-c", default=1, show_default=True, type=click.IntRange(1, 256), help="Threads per worker.")
+@click.option(
+    "--web-processes", default=2, show_default=True, type=click.IntRange(1, 256), help="HTTP server processes."
+)
+@click.option(
+    "--concurrency", "-c", default=1, show_default=True, type=click.IntRange(1, 256), help="Threads per worker."
+)
 @protocol_option
-@click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option(
+    "--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"])
+)
 def serve(
-    app: str, url: str | None, bind: str, workers: int, web_processes: int, concurrency: int, protocol: str, log_level: str
+    app: str,
+    url: str | None,
+    bind: str,
+    workers: int,
+    web_processes: int,
+    concurrency: int,
+    protocol: str,
+    log_level: str,
 ) -> None:
     """Serve APP over HTTP (gunicorn for WSGI, uvicorn for ASGI) and run its worker processes."""
     from offload.serving import Supervisor, parse_bind
@@ -118,7 +135,9 @@ def serve(
 
 @main.command()
 @click.argument("path")
-@click.option("--param", "-p", "params", multiple=True, metavar="KEY=VALUE", help="Only answers whose query has KEY=VALUE.")
+@click.option(
+    "--param", "-p", "params", multiple=True, metavar="KEY=VALUE", help="Only answers whose query has KEY=VALUE."
+)
 @url_option
 def expire(path: str, params: tuple[str, ...], url: str | None) -> None:
     """Drop cached answers for PATH ('*' matches anything, e.g. '/reports/*')."""
@@ -180,7 +199,9 @@ def migrate(url: str | None) -> None:
 
 @main.command()
 @click.option("--bind", "-b", default="127.0.0.1:8000", show_default=True, help="HOST:PORT to listen on.")
-@click.option("--delay", default=3.0, show_default=True, type=click.FloatRange(0, 60), help="Seconds the slow endpoint takes.")
+@click.option(
+    "--delay", default=3.0, show_default=True, type=click.FloatRange(0, 60), help="Seconds the slow endpoint takes."
+)
 @click.option("--exit", "exit_after", is_flag=True, help="Stop after showing the flow instead of serving on.")
 def demo(bind: str, delay: float, exit_after: bool) -> None:
     """Run a bundled app with a slow endpoint, a server and a worker, and show the flow."""
@@ -222,4 +243,3 @@ def _display_url(url: str | None) -> str:
 
 if __name__ == "__main__":  # pragma: no cover
     main()
-

@@ -9,6 +9,7 @@ decision logic exists exactly once and never performs I/O by itself.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -104,7 +105,9 @@ class Offloader:
             queue = queue or opened.queue
         if cache is None or queue is None:
             missing = "cache" if cache is None else "queue"
-            raise ConfigurationError(f"the backend {self.url!r} has no {missing}: pass {missing}= or a URL that has one")
+            raise ConfigurationError(
+                f"the backend {self.url!r} has no {missing}: pass {missing}= or a URL that has one"
+            )
         return Backend(self.url or "", cache, queue)
 
     @property
@@ -177,10 +180,8 @@ class Offloader:
                 log.warning("queue holds max_queued=%s jobs: answering 503", settings.max_queued)
                 return self.queue_full
             except BackendUnavailable:
-                try:
+                with contextlib.suppress(BackendUnavailable):  # else the marker expires by itself
                     yield ("delete", pending)
-                except BackendUnavailable:
-                    pass  # the marker expires by itself
                 raise
         except BackendUnavailable as error:
             return self._outage(error)

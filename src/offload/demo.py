@@ -75,10 +75,13 @@ def run_demo(host: str, port: int, delay: float, keep_serving: bool = True) -> i
             status, elapsed = _get(url)
             since = time.monotonic() - started
             if status == 202:
-                print(f"  {since:5.1f}s  GET /report?name=demo -> 202 Accepted ({elapsed * 1000:.1f} ms): not yet, ask again")
+                took = f"{elapsed * 1000:.1f} ms"
+                print(f"  {since:5.1f}s  GET /report?name=demo -> 202 Accepted ({took}): not yet, ask again")
                 time.sleep(0.5)
                 continue
-            print(f"  {since:5.1f}s  GET /report?name=demo -> {status} ({elapsed * 1000:.1f} ms): computed by the worker")
+            print(
+                f"  {since:5.1f}s  GET /report?name=demo -> {status} ({elapsed * 1000:.1f} ms): computed by the worker"
+            )
             break
         status, elapsed = _get(url)
         print(f"  again   GET /report?name=demo -> {status} from the cache in {elapsed * 1000:.1f} ms\n")

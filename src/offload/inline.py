@@ -39,6 +39,8 @@ class InlineWorkers:
             from offload.worker import Worker
 
             worker = Worker(self.offloader, replayer_for(self.app), concurrency=self.threads)
-            thread = threading.Thread(target=worker.run, kwargs={"install_signals": False}, name="offload-inline", daemon=True)
+            thread = threading.Thread(
+                target=worker.run, kwargs={"install_signals": False}, name="offload-inline", daemon=True
+            )
             thread.start()
             self._pid = os.getpid()

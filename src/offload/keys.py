@@ -65,9 +65,9 @@ def request_key(path: bytes, query: bytes, vary: Iterable[tuple[str, bytes | Non
     digest.update(b"\0?")
     for name, value in parse_query(query):
         digest.update(b"%d:%b=%d:%b&" % (len(name), name, len(value), value))
-    for header, value in vary:
-        if value is not None:
-            digest.update(b"\0%b\0%b" % (header.encode("latin-1"), hashlib.sha256(value).digest()))
+    for header, header_value in vary:
+        if header_value is not None:
+            digest.update(b"\0%b\0%b" % (header.encode("latin-1"), hashlib.sha256(header_value).digest()))
     return digest.hexdigest()
 
 

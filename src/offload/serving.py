@@ -77,13 +77,38 @@ class Supervisor:
         target = "offload.served:app"
         if self._is_asgi():
             return [
-                sys.executable, "-m", "uvicorn", target, "--host", self.host, "--port", str(self.port),
-                "--workers", str(self.web_processes), "--log-level", self.log_level, "--no-access-log",
+                sys.executable,
+                "-m",
+                "uvicorn",
+                target,
+                "--host",
+                self.host,
+                "--port",
+                str(self.port),
+                "--workers",
+                str(self.web_processes),
+                "--log-level",
+                self.log_level,
+                "--no-access-log",
             ]
         bind = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
         return [
-            sys.executable, "-m", "gunicorn", target, "--bind", bind, "--workers", str(self.web_processes),
-            "--worker-class", "gthread", "--threads", "8", "--log-level", self.log_level, "--graceful-timeout", "30",
+            sys.executable,
+            "-m",
+            "gunicorn",
+            target,
+            "--bind",
+            bind,
+            "--workers",
+            str(self.web_processes),
+            "--worker-class",
+            "gthread",
+            "--threads",
+            "8",
+            "--log-level",
+            self.log_level,
+            "--graceful-timeout",
+            "30",
         ]
 
     def worker_command(self) -> list[str]:
@@ -93,6 +118,7 @@ class Supervisor:
 
     def run(self) -> int:
         """Run until the server exits or a signal arrives; return the exit code."""
+
         def stop(signum: int, frame: Any) -> None:
             self._stopping = True
 

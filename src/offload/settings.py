@@ -10,8 +10,19 @@ from offload.keys import path_matcher
 
 #: Request headers never replayed: they describe one connection or a request body, not a GET.
 NEVER_REPLAYED = frozenset(
-    {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-     "transfer-encoding", "upgrade", "content-length", "content-type", "expect"}
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+        "content-type",
+        "expect",
+    }
 )
 
 
@@ -43,8 +54,12 @@ class Settings:
 
     def __post_init__(self) -> None:
         positive = {
-            "ttl": self.ttl, "lease": self.lease, "pending_ttl": self.pending_ttl,
-            "error_ttl": self.error_ttl, "max_body": self.max_body, "max_url": self.max_url,
+            "ttl": self.ttl,
+            "lease": self.lease,
+            "pending_ttl": self.pending_ttl,
+            "error_ttl": self.error_ttl,
+            "max_body": self.max_body,
+            "max_url": self.max_url,
             "max_headers": self.max_headers,
         }
         for name, value in positive.items():

@@ -71,7 +71,10 @@ class Worker:
         """Process jobs until stopped (or, with ``burst``, until the queue is empty); return an exit code."""
         if install_signals:
             self._install_signal_handlers()
-        threads = [threading.Thread(target=self._loop, name=f"offload-worker-{n}", daemon=True) for n in range(self.concurrency)]
+        threads = [
+            threading.Thread(target=self._loop, name=f"offload-worker-{n}", daemon=True)
+            for n in range(self.concurrency)
+        ]
         heartbeat = threading.Thread(target=self._heartbeat, name="offload-heartbeat", daemon=True)
         heartbeat.start()
         for thread in threads:

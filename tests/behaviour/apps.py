@@ -55,7 +55,12 @@ def wsgi_app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
     if path == "/binary":
         start_response(
             "200 OK",
-            [("Content-Type", "application/octet-stream"), ("Set-Cookie", "a=1"), ("X-Twice", "1"), ("Set-Cookie", "b=2")],
+            [
+                ("Content-Type", "application/octet-stream"),
+                ("Set-Cookie", "a=1"),
+                ("X-Twice", "1"),
+                ("Set-Cookie", "b=2"),
+            ],
         )
         return ClosingBody([BINARY[:100], b"", BINARY[100:]], "/binary")
     if path == "/missing":

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from offload.backends.base import Cache, Claim, IndexEntry, Queue
 from offload.errors import ConfigurationError
 
-__all__ = ["Backend", "Cache", "Claim", "IndexEntry", "Queue", "open_backend", "DEFAULT_URL", "resolve_url"]
+__all__ = ["DEFAULT_URL", "Backend", "Cache", "Claim", "IndexEntry", "Queue", "open_backend", "resolve_url"]
 
 #: The embedded default: one SQLite file in the working directory.
 DEFAULT_URL = "sqlite:///offload.sqlite3"

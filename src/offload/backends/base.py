@@ -76,7 +76,7 @@ class Cache(ABC):
     def stats(self) -> dict[str, int]:
         """Counts of live indexed answers: ``{"cached": n, "failed": m}``."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - an optional hook
         """Release connections; the cache may be used again afterwards."""
 
 
@@ -129,5 +129,5 @@ class Queue(ABC):
     def stats(self) -> dict[str, int]:
         """Counts of jobs: ``{"queued": n, "running": m}``."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - an optional hook
         """Release connections; the queue may be used again afterwards."""

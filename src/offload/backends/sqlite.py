@@ -147,7 +147,9 @@ class SQLiteCache(Cache):
         self._writes = 0
 
     def get(self, key: str) -> bytes | None:
-        row = self.db.run("SELECT value FROM offload_cache WHERE key = ? AND expires > ?", (key, time.time())).fetchone()
+        row = self.db.run(
+            "SELECT value FROM offload_cache WHERE key = ? AND expires > ?", (key, time.time())
+        ).fetchone()
         return None if row is None else bytes(row[0])
 
     def add(self, key: str, value: bytes, ttl: float) -> bool:
@@ -240,7 +242,9 @@ class SQLiteQueue(Queue):
             ).fetchone()
             if row is None:
                 return None
-            conn.execute("UPDATE offload_jobs SET leased_until = ?, token = ? WHERE id = ?", (now + lease, token, row[0]))
+            conn.execute(
+                "UPDATE offload_jobs SET leased_until = ?, token = ? WHERE id = ?", (now + lease, token, row[0])
+            )
         return Claim(str(row[0]), row[1], bytes(row[2]), token)
 
     def extend(self, claim: Claim, lease: float) -> bool:
