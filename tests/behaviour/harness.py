@@ -61,6 +61,13 @@ class WSGIHarness(Harness):
         options.setdefault("worker_threads", 0)
         self.middleware = WSGIMiddleware(app, **options)
 
+    @classmethod
+    def around(cls, middleware: Any) -> WSGIHarness:
+        """A harness for an app that is wrapped already."""
+        harness = cls.__new__(cls)
+        harness.middleware = middleware
+        return harness
+
     def request(
         self, method: str, path: str, query: str = "", headers: list[tuple[str, str]] | None = None, body: bytes = b""
     ) -> Result:
