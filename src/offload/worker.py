@@ -12,6 +12,7 @@ running jobs finish and stops claiming; the second hands them back at once.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
@@ -135,13 +136,17 @@ class Worker:
         except CorruptRecord as error:
             log.warning("dropping job %s: not in offload's format (%s)", claim.job_id, error)
             self._ack(claim)
+            with contextlib.suppress(BackendUnavailable):  # let the next miss queue a good job
+                cache.delete(offloader.pending_key(claim.key))
             return
         key = request.key
         running = offloader.running_key(key)
         try:
             if not cache.add(running, PendingMarker("running", time.time()).encode(), self.settings.lease):
-                log.debug("job %s for %s already runs elsewhere; dropping this copy", claim.job_id, key)
-                queue.ack(claim)
+                # Another worker runs this key, or died running it. Leave this copy
+                # leased: it comes back after the lease and is dropped then if the
+                # other run stored an answer, or run if the other worker is gone.
+                log.debug("job %s for %s runs elsewhere; looking again after the lease", claim.job_id, key)
                 return
             if self._fresh_answer_exists(key, request.enqueued):
                 cache.delete(running)
