@@ -1,0 +1,91 @@
+"""Fixtures that run one backend contract suite against every backend.
+
+A test that takes ``spec``, ``cache`` or ``queue`` runs once per entry of
+:data:`BACKENDS`; adding a backend is one line there plus a fixture that
+returns its :class:`~backend_contract.BackendSpec`. The servers are found at the
+usual local ports, or through these environment variables:
+
+``OFFLOAD_TEST_REDIS_URL``
+    Redis server (default ``redis://127.0.0.1:6379``). Without a database
+    number in the URL the suite picks an empty one (15 down to 1); it flushes
+    that database around each test.
+``OFFLOAD_TEST_POSTGRES_URL``
+    PostgreSQL database (default ``postgresql://127.0.0.1:5432/test``). Each
+    test runs in a schema of its own, dropped afterwards.
+``OFFLOAD_REQUIRE_SERVERS=1``
+    A missing server or driver fails its tests instead of skipping them, so CI
+    cannot pass by skipping.
+
+The "backend down and back" tests start throwaway servers from the installed
+``redis-server`` and ``postgres`` binaries in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NoReturn
+
+import pytest
+from backend_contract import BackendSpec
+
+from offload.backends import Cache, Queue
+from offload.errors import MissingDependency
+
+#: Every backend the contract suite runs against: name -> fixture returning its BackendSpec.
+BACKENDS: dict[str, str] = {
+    "memory": "memory_spec",
+    "sqlite": "sqlite_spec",
+}
+
+
+def unavailable(reason: str) -> NoReturn:
+    """Skip a test whose server or driver is missing, or fail it when servers are required."""
+    if os.environ.get("OFFLOAD_REQUIRE_SERVERS") == "1":
+        pytest.fail(f"{reason} (OFFLOAD_REQUIRE_SERVERS=1)", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(params=list(BACKENDS))
+def spec(request: pytest.FixtureRequest) -> BackendSpec:
+    """The backend under test, once per entry of BACKENDS."""
+    result: BackendSpec = request.getfixturevalue(BACKENDS[request.param])
+    return result
+
+
+@pytest.fixture
+def cache(spec: BackendSpec) -> Iterator[Cache]:
+    if spec.cache_url is None:
+        pytest.skip(f"{spec.name} has no cache")
+    try:
+        opened = spec.open_cache()
+    except MissingDependency as error:
+        unavailable(str(error))
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def queue(spec: BackendSpec) -> Iterator[Queue]:
+    if spec.queue_url is None:
+        pytest.skip(f"{spec.name} has no queue")
+    try:
+        opened = spec.open_queue()
+    except MissingDependency as error:
+        unavailable(str(error))
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def memory_spec() -> BackendSpec:
+    url = f"memory://test-{uuid.uuid4().hex}"  # one store per test
+    return BackendSpec("memory", url, url)
+
+
+@pytest.fixture
+def sqlite_spec(tmp_path: Path) -> BackendSpec:
+    url = f"sqlite:///{tmp_path / 'offload.sqlite3'}"
+    return BackendSpec("sqlite", url, url)

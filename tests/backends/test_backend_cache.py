@@ -1,0 +1,239 @@
+"""The cache half of the backend contract (see offload.backends.base.Cache), run against every backend."""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import time
+
+import pytest
+from backend_contract import POISON, BackendSpec, add_race, eventually
+
+from offload.backends import Cache, IndexEntry
+from offload.keys import canonical_path, canonical_query, parse_query
+
+
+def answer(path: str, query: str = "", failed: bool = False) -> IndexEntry:
+    """The index entry of a cached answer for a decoded path and a raw query."""
+    return IndexEntry(canonical_path(path.encode()), canonical_query(parse_query(query.encode())), failed)
+
+
+def test_get_missing_is_none(cache: Cache) -> None:
+    assert cache.get("offload:r:missing") is None
+
+
+def test_set_get_and_replace(cache: Cache) -> None:
+    cache.set("k", b"one", 30)
+    assert cache.get("k") == b"one"
+    cache.set("k", b"two", 30)
+    assert cache.get("k") == b"two"
+
+
+def test_add_only_if_absent(cache: Cache) -> None:
+    assert cache.add("k", b"first", 30) is True
+    assert cache.add("k", b"second", 30) is False
+    assert cache.get("k") == b"first"
+    cache.set("other", b"x", 30)
+    assert cache.add("other", b"y", 30) is False
+    assert cache.get("other") == b"x"
+
+
+def test_add_succeeds_again_once_expired(cache: Cache) -> None:
+    assert cache.add("k", b"first", 0.3)
+    assert eventually(lambda: cache.get("k") is None)
+    assert cache.add("k", b"second", 30) is True
+    assert cache.get("k") == b"second"
+
+
+def test_set_expires_after_ttl(cache: Cache) -> None:
+    cache.set("short", b"x", 0.3)
+    cache.set("long", b"y", 60)
+    assert eventually(lambda: cache.get("short") is None)
+    assert cache.get("long") == b"y"
+
+
+def test_touch_extends_a_live_entry(cache: Cache) -> None:
+    cache.add("k", b"lease", 0.5)
+    assert cache.touch("k", 60) is True
+    time.sleep(1.0)  # well past the first expiry
+    assert cache.get("k") == b"lease"
+
+
+def test_touch_reports_a_lost_entry(cache: Cache) -> None:
+    assert cache.touch("never-set", 60) is False
+    cache.set("k", b"x", 0.3)
+    assert eventually(lambda: cache.get("k") is None)
+    assert cache.touch("k", 60) is False
+    assert cache.get("k") is None
+
+
+def test_delete(cache: Cache) -> None:
+    cache.set("k", b"x", 30)
+    cache.delete("k")
+    assert cache.get("k") is None
+    cache.delete("k")  # deleting what is gone is fine
+    assert cache.add("k", b"y", 30) is True
+
+
+@pytest.mark.parametrize("value", POISON, ids=range(len(POISON)))
+def test_values_are_opaque_bytes(cache: Cache, value: bytes) -> None:
+    cache.set("set", value, 30, answer("/poison"))
+    assert cache.get("set") == value
+    assert cache.add("add", value, 30)
+    assert cache.get("add") == value
+
+
+def test_keys_with_any_characters(cache: Cache) -> None:
+    keys = ["offload:r:" + "a" * 64, "with space", "café/ünï", "*?[]{}", "a" * 1000]
+    for number, key in enumerate(keys):
+        cache.set(key, str(number).encode(), 30)
+    assert [cache.get(key) for key in keys] == [str(number).encode() for number in range(len(keys))]
+
+
+def test_add_is_atomic_across_threads(cache: Cache) -> None:
+    keys = [f"offload:p:{number}" for number in range(20)]
+    barrier = threading.Barrier(8)
+    won: list[str] = []
+    lock = threading.Lock()
+
+    def race() -> None:
+        barrier.wait(timeout=30)
+        mine = [key for key in keys if cache.add(key, b"marker", 30)]
+        with lock:
+            won.extend(mine)
+
+    threads = [threading.Thread(target=race) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(won) == sorted(keys)  # every key won exactly once
+
+
+def test_add_is_atomic_across_processes(spec: BackendSpec, cache: Cache) -> None:
+    if not cache.shared:
+        pytest.skip(f"{spec.name} lives in one process")
+    keys = [f"offload:p:{number}" for number in range(20)]
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(4)
+    results = context.Queue()
+    processes = [context.Process(target=add_race, args=(spec, keys, barrier, results)) for _ in range(4)]
+    for process in processes:
+        process.start()
+    won = [key for _ in processes for key in results.get(timeout=120)]
+    for process in processes:
+        process.join(60)
+        assert process.exitcode == 0
+    assert sorted(won) == sorted(keys)
+    assert all(cache.get(key) == b"marker" for key in keys)
+
+
+def test_expire_by_path_with_wildcard(cache: Cache) -> None:
+    cache.set("r1", b"1", 60, answer("/reports/2024"))
+    cache.set("r2", b"2", 60, answer("/reports/2025/q1", "x=1"))
+    cache.set("r3", b"3", 60, answer("/report"))
+    cache.set("r4", b"4", 60, answer("/other/reports/1"))
+    cache.set("pending", b"p", 60)  # not an answer: expire() never touches it
+    assert cache.expire("/reports/*") == 2
+    assert cache.get("r1") is None and cache.get("r2") is None
+    assert cache.get("r3") == b"3" and cache.get("r4") == b"4" and cache.get("pending") == b"p"
+    assert cache.expire("*") == 2
+    assert cache.get("pending") == b"p"
+    assert cache.expire("*") == 0
+
+
+def test_expire_exact_path_and_inner_wildcard(cache: Cache) -> None:
+    cache.set("a", b"1", 60, answer("/reports"))
+    cache.set("b", b"2", 60, answer("/reports/"))
+    cache.set("c", b"3", 60, answer("/users/7/avatar"))
+    cache.set("d", b"4", 60, answer("/users/7/profile"))
+    assert cache.expire("/reports") == 1
+    assert cache.get("a") is None and cache.get("b") == b"2"
+    assert cache.expire("/users/*/avatar") == 1
+    assert cache.get("c") is None and cache.get("d") == b"4"
+
+
+def test_expire_treats_sql_and_glob_characters_literally(cache: Cache) -> None:
+    cache.set("underscore", b"1", 60, answer("/a_b"))
+    cache.set("letter", b"2", 60, answer("/axb"))
+    cache.set("percent", b"3", 60, answer("/100%"))
+    cache.set("percent-other", b"4", 60, answer("/1000"))
+    cache.set("bracket", b"5", 60, answer("/[x]"))
+    cache.set("bracket-other", b"6", 60, answer("/x"))
+    assert cache.expire("/a_b") == 1
+    assert cache.get("letter") == b"2"
+    assert cache.expire("/100%") == 1
+    assert cache.get("percent-other") == b"4"
+    assert cache.expire("/[x]") == 1
+    assert cache.get("bracket-other") == b"6"
+
+
+def test_expire_by_params_matches_exactly(cache: Cache) -> None:
+    cache.set("exact", b"1", 60, answer("/search", "a=1"))
+    cache.set("among-others", b"2", 60, answer("/search", "b=2&a=1"))
+    cache.set("longer-name", b"3", 60, answer("/search", "aa=10"))
+    cache.set("longer-value", b"4", 60, answer("/search", "a=10"))
+    cache.set("no-query", b"5", 60, answer("/search"))
+    cache.set("other-path", b"6", 60, answer("/find", "a=1"))
+    assert cache.expire("/search", [("a", "1")]) == 2
+    assert cache.get("exact") is None and cache.get("among-others") is None
+    for key in ["longer-name", "longer-value", "no-query", "other-path"]:
+        assert cache.get(key) is not None, key
+    assert cache.expire("/search", [("a", "10"), ("b", "2")]) == 0
+    assert cache.expire("/*", [("a", "1")]) == 1
+    assert cache.get("other-path") is None
+
+
+def test_expire_non_ascii_paths_and_params(cache: Cache) -> None:
+    cache.set("menu", b"1", 60, answer("/café/menu"))
+    cache.set("plain", b"2", 60, answer("/cafe/menu"))
+    cache.set("tea", b"3", 60, answer("/search", "q=th%C3%A9"))
+    cache.set("coffee", b"4", 60, answer("/search", "q=caf%C3%A9"))
+    assert cache.expire("/café/*") == 1
+    assert cache.get("menu") is None and cache.get("plain") == b"2"
+    assert cache.expire("/search", [("q", "thé")]) == 1
+    assert cache.get("tea") is None and cache.get("coffee") == b"4"
+
+
+def test_expire_ignores_expired_answers(cache: Cache) -> None:
+    cache.set("gone", b"1", 0.3, answer("/old"))
+    assert eventually(lambda: cache.get("gone") is None)
+    assert cache.expire("/old") == 0
+
+
+def test_an_answer_replaced_without_index_is_no_longer_an_answer(cache: Cache) -> None:
+    cache.set("k", b"answer", 60, answer("/page"))
+    cache.set("k", b"marker", 60)
+    assert cache.stats()["cached"] == 0
+    assert cache.expire("/page") == 0
+    assert cache.get("k") == b"marker"
+
+
+def test_stats_counts_live_answers(cache: Cache) -> None:
+    assert cache.stats() == {"cached": 0, "failed": 0}
+    cache.set("ok1", b"1", 60, answer("/a"))
+    cache.set("ok2", b"2", 60, answer("/b", "x=1"))
+    cache.set("bad", b"3", 60, answer("/c", failed=True))
+    cache.set("short", b"4", 0.3, answer("/d"))
+    cache.add("pending", b"p", 60)
+    cache.set("marker", b"m", 60)
+    assert cache.stats() == {"cached": 3, "failed": 1}
+    assert eventually(lambda: cache.stats() == {"cached": 2, "failed": 1})
+    cache.delete("ok1")
+    assert cache.stats() == {"cached": 1, "failed": 1}
+    cache.set("bad", b"3", 60, answer("/c"))  # the retry succeeded
+    assert cache.stats() == {"cached": 2, "failed": 0}
+
+
+def test_touch_keeps_an_answer_indexed(cache: Cache) -> None:
+    cache.set("k", b"answer", 0.5, answer("/page"))
+    assert cache.touch("k", 60)
+    time.sleep(1.0)  # well past the first expiry
+    assert cache.stats()["cached"] == 1
+    assert cache.expire("/page") == 1
+
+
+def test_close_then_use_again(cache: Cache) -> None:
+    cache.set("k", b"x", 30)
+    cache.close()
+    assert cache.get("k") == b"x"

@@ -1,0 +1,217 @@
+"""The queue half of the backend contract (see offload.backends.base.Queue), run against every backend."""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import time
+
+import pytest
+from backend_contract import POISON, BackendSpec, drain, eventually, push_later
+
+from offload.backends import Claim, Queue
+from offload.errors import QueueFull
+
+
+def claim_now(queue: Queue, lease: float = 30) -> Claim | None:
+    """Claim with a short wait: the job is expected to be there already."""
+    return queue.claim(lease=lease, wait=0.2)
+
+
+def test_claim_from_an_empty_queue_returns_none(queue: Queue) -> None:
+    assert queue.claim(lease=30, wait=0.3) is None
+    assert queue.claim(lease=30, wait=0) is None
+
+
+def test_push_claim_ack(queue: Queue) -> None:
+    queue.push("key-1", b"payload")
+    assert queue.stats() == {"queued": 1, "running": 0}
+    claim = claim_now(queue)
+    assert claim is not None
+    assert (claim.key, claim.payload) == ("key-1", b"payload")
+    assert queue.stats() == {"queued": 0, "running": 1}
+    assert claim_now(queue) is None  # leased: nobody else gets it
+    queue.ack(claim)
+    assert queue.stats() == {"queued": 0, "running": 0}
+    assert claim_now(queue) is None
+
+
+def test_jobs_come_out_oldest_first(queue: Queue) -> None:
+    for number in range(5):
+        queue.push(f"key-{number}", str(number).encode())
+    claims = [claim_now(queue) for _ in range(5)]
+    assert [claim.key if claim else None for claim in claims] == [f"key-{number}" for number in range(5)]
+    assert len({claim.job_id for claim in claims if claim}) == 5
+
+
+def test_the_same_key_may_be_queued_twice(queue: Queue) -> None:
+    queue.push("key", b"1")
+    queue.push("key", b"2")
+    assert queue.stats()["queued"] == 2
+
+
+def test_release_hands_the_job_back_at_once(queue: Queue) -> None:
+    queue.push("key", b"payload")
+    first = claim_now(queue, lease=600)
+    assert first is not None
+    queue.release(first)
+    assert queue.stats() == {"queued": 1, "running": 0}
+    again = queue.claim(lease=600, wait=5)
+    assert again is not None
+    assert (again.job_id, again.key, again.payload) == (first.job_id, "key", b"payload")
+    assert queue.extend(first, 600) is False  # the released claim is no longer the owner
+
+
+def test_a_job_whose_lease_ran_out_is_claimable_again(queue: Queue) -> None:
+    queue.push("key", b"payload")
+    lost = claim_now(queue, lease=0.3)
+    assert lost is not None
+    again = queue.claim(lease=30, wait=15)
+    assert again is not None
+    assert (again.job_id, again.key, again.payload) == (lost.job_id, "key", b"payload")
+    assert queue.extend(lost, 30) is False
+    queue.ack(lost)  # a stale ack removes nothing
+    assert queue.stats() == {"queued": 0, "running": 1}
+    assert queue.extend(again, 30) is True
+    queue.ack(again)
+    assert queue.stats() == {"queued": 0, "running": 0}
+    assert claim_now(queue) is None
+
+
+def test_extend_keeps_a_long_job(queue: Queue) -> None:
+    queue.push("key", b"payload")
+    claim = claim_now(queue, lease=0.5)
+    assert claim is not None
+    assert queue.extend(claim, 60) is True
+    time.sleep(1.0)  # well past the first lease
+    assert queue.claim(lease=0.5, wait=0.5) is None
+    assert queue.stats() == {"queued": 0, "running": 1}
+    queue.ack(claim)
+    assert queue.stats() == {"queued": 0, "running": 0}
+
+
+def test_push_with_limit_refuses_past_the_cap(queue: Queue) -> None:
+    queue.push("a", b"1", limit=2)
+    queue.push("b", b"2", limit=2)
+    with pytest.raises(QueueFull):
+        queue.push("c", b"3", limit=2)
+    assert queue.stats()["queued"] == 2
+    claim = claim_now(queue)
+    assert claim is not None
+    queue.push("c", b"3", limit=2)  # a running job does not count as waiting
+    with pytest.raises(QueueFull):
+        queue.push("d", b"4", limit=2)
+    queue.push("d", b"4")  # no limit, no cap
+    assert queue.stats() == {"queued": 3, "running": 1}
+
+
+def test_push_with_limit_is_atomic_across_threads(queue: Queue) -> None:
+    barrier = threading.Barrier(8)
+    refused: list[int] = []
+
+    def push() -> None:
+        barrier.wait(timeout=30)
+        for number in range(5):
+            try:
+                queue.push(f"key-{number}", b"x", limit=10)
+            except QueueFull:
+                refused.append(number)
+
+    threads = [threading.Thread(target=push) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert queue.stats()["queued"] == 10
+    assert len(refused) == 30
+
+
+@pytest.mark.parametrize("payload", POISON, ids=range(len(POISON)))
+def test_payloads_are_opaque_bytes(queue: Queue, payload: bytes) -> None:
+    queue.push("key with spaces/é", payload)
+    claim = claim_now(queue)
+    assert claim is not None
+    assert (claim.key, claim.payload) == ("key with spaces/é", payload)
+    queue.ack(claim)
+
+
+def test_claim_wakes_up_on_a_push_from_another_thread(queue: Queue) -> None:
+    pusher = threading.Timer(0.5, queue.push, args=("key", b"late"))
+    pusher.start()
+    try:
+        claim = queue.claim(lease=30, wait=30)
+    finally:
+        pusher.join()
+    assert claim is not None and claim.payload == b"late"
+
+
+def test_claim_wakes_up_on_a_push_from_another_process(spec: BackendSpec, queue: Queue) -> None:
+    if not queue.shared:
+        pytest.skip(f"{spec.name} lives in one process")
+    queue.stats()  # connect before the other process starts
+    context = multiprocessing.get_context("spawn")
+    pusher = context.Process(target=push_later, args=(spec, 1.0, "key", b"from afar"))
+    pusher.start()
+    try:
+        claim = queue.claim(lease=30, wait=60)
+    finally:
+        pusher.join(60)
+    assert pusher.exitcode == 0
+    assert claim is not None and (claim.key, claim.payload) == ("key", b"from afar")
+
+
+def test_each_job_is_claimed_once_across_threads(queue: Queue) -> None:
+    keys = [f"key-{number}" for number in range(40)]
+    for key in keys:
+        queue.push(key, b"x")
+    barrier = threading.Barrier(8)
+    claimed: list[str] = []
+
+    def work() -> None:
+        barrier.wait(timeout=30)
+        while (claim := queue.claim(lease=60, wait=0.5)) is not None:
+            claimed.append(claim.key)
+            queue.ack(claim)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert sorted(claimed) == sorted(keys)
+
+
+def test_each_job_is_claimed_once_across_processes(spec: BackendSpec, queue: Queue) -> None:
+    if not queue.shared:
+        pytest.skip(f"{spec.name} lives in one process")
+    keys = [f"key-{number}" for number in range(40)]
+    for key in keys:
+        queue.push(key, b"x")
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(4)
+    results = context.Queue()
+    processes = [context.Process(target=drain, args=(spec, barrier, results)) for _ in range(4)]
+    for process in processes:
+        process.start()
+    claimed = [key for _ in processes for key in results.get(timeout=120)]
+    for process in processes:
+        process.join(60)
+        assert process.exitcode == 0
+    assert sorted(claimed) == sorted(keys)
+    assert queue.stats() == {"queued": 0, "running": 0}
+
+
+def test_stats_after_lease_expiry(queue: Queue) -> None:
+    queue.push("a", b"1")
+    queue.push("b", b"2")
+    assert claim_now(queue, lease=0.3) is not None
+    assert claim_now(queue, lease=600) is not None
+    assert queue.stats() == {"queued": 0, "running": 2}
+    assert eventually(lambda: queue.stats() == {"queued": 1, "running": 1})
+
+
+def test_close_then_use_again(queue: Queue) -> None:
+    queue.push("key", b"x")
+    queue.close()
+    claim = claim_now(queue)
+    assert claim is not None and claim.payload == b"x"
