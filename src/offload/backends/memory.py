@@ -43,6 +43,7 @@ class MemoryCache(Cache):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._entries: dict[str, tuple[bytes, float, IndexEntry | None]] = {}
+        self._generation = 0
 
     def _live(self, key: str, now: float) -> tuple[bytes, float, IndexEntry | None] | None:
         entry = self._entries.get(key)
@@ -85,14 +86,19 @@ class MemoryCache(Cache):
     def expire(self, pattern: str, params: Sequence[tuple[str, str]] = ()) -> int:
         matches = path_matcher(pattern)
         with self._lock:
+            now = time.monotonic()
             doomed = [
-                key
-                for key, (_, _, index) in self._entries.items()
+                (key, expires > now)
+                for key, (_, expires, index) in self._entries.items()
                 if index is not None and matches(index.path) and params_match(index.query, params)
             ]
-            for key in doomed:
+            for key, _ in doomed:
                 del self._entries[key]
-        return len(doomed)
+            self._generation += 1
+        return sum(live for _, live in doomed)  # an expired answer was gone already
+
+    def generation(self) -> int | None:
+        return self._generation
 
     def stats(self) -> dict[str, int]:
         now = time.monotonic()

@@ -20,7 +20,9 @@ Schema (created on first use)::
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
+import mmap
 import os
 import select
 import socket
@@ -145,6 +147,8 @@ class SQLiteCache(Cache):
     def __init__(self, database: SQLiteDatabase) -> None:
         self.db = database
         self._writes = 0
+        self._mapped: mmap.mmap | None = None
+        self._mapped_pid = 0
 
     def get(self, key: str) -> bytes | None:
         row = self.db.run(
@@ -186,11 +190,43 @@ class SQLiteCache(Cache):
     def expire(self, pattern: str, params: Sequence[tuple[str, str]] = ()) -> int:
         with self.db.cursor(write=True) as conn:
             rows = conn.execute(
-                "SELECT key, query FROM offload_cache WHERE path IS NOT NULL AND path GLOB ?", (glob_pattern(pattern),)
+                "SELECT key, query, expires > ? FROM offload_cache WHERE path IS NOT NULL AND path GLOB ?",
+                (time.time(), glob_pattern(pattern)),
             ).fetchall()
-            doomed = [(key,) for key, query in rows if params_match(query, params)]
-            conn.executemany("DELETE FROM offload_cache WHERE key = ?", doomed)
-        return len(doomed)
+            doomed = [(key, live) for key, query, live in rows if params_match(query, params)]
+            conn.executemany("DELETE FROM offload_cache WHERE key = ?", [(key,) for key, _ in doomed])
+        self._bump_generation()  # after the commit, so no one caches a row that is being deleted
+        return sum(bool(live) for _, live in doomed)  # an expired answer was gone already
+
+    def generation(self) -> int | None:
+        counter = self._counter()
+        return None if counter is None else int.from_bytes(counter[:8], "little")
+
+    def _bump_generation(self) -> None:
+        counter = self._counter()
+        if counter is None:
+            return
+        with open(self.db.path + ".generation", "rb") as lock:  # one increment at a time, machine-wide
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            counter[:8] = ((int.from_bytes(counter[:8], "little") + 1) % 2**64).to_bytes(8, "little")
+
+    def _counter(self) -> mmap.mmap | None:
+        """Eight bytes shared by every process on the machine, in a file beside the database."""
+        if self._mapped_pid == os.getpid():
+            return self._mapped
+        self._mapped_pid = os.getpid()
+        self._mapped = None
+        try:
+            fd = os.open(self.db.path + ".generation", os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                if os.fstat(fd).st_size < 8:
+                    os.ftruncate(fd, 8)
+                self._mapped = mmap.mmap(fd, 8)
+            finally:
+                os.close(fd)
+        except OSError as error:
+            log.debug("no shared generation counter (%s): answers are not kept in memory", error)
+        return self._mapped
 
     def stats(self) -> dict[str, int]:
         row = self.db.run(
