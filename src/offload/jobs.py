@@ -1,50 +1,91 @@
 """The job function external queues run: ``offload.jobs.perform(payload)``.
 
-When offload pushes to a queue of your own (``queue=rq.Queue(...)``), that
-queue's workers call :func:`perform` with the stored request. The worker
-process finds the app from the ``OFFLOAD_APP`` environment variable
-(``MODULE:ATTR``, the app wrapped in offload's middleware), and with it the
-cache and the settings.
+When offload pushes to a queue of your own (``queue=rq.Queue(...)``, a Celery
+app), that queue's workers call :func:`perform` with the stored request as a
+string: JSON-safe, so the queue can use a JSON serializer. The worker process
+finds the app from the ``OFFLOAD_APP`` environment variable (``MODULE:ATTR``,
+the app wrapped in offload's middleware) unless the job names it, and finds
+the cache and the settings through that middleware: the worker imports the
+same module the web process runs, so both build the same cache.
+
+While the job runs, a heartbeat renews its running and pending markers, as
+``offload worker`` does, so a job longer than the lease is neither started
+again by a second delivery nor enqueued again by a later miss.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from offload.backends import Claim
-from offload.errors import ConfigurationError
+from offload.errors import BackendUnavailable, ConfigurationError, CorruptRecord
+from offload.records import StoredRequest
 from offload.worker import Worker
 
-_worker: Worker | None = None
+log = logging.getLogger("offload.jobs")
+
+_workers: dict[str, Worker] = {}
 _lock = threading.Lock()
 
 
-def perform(payload: str) -> None:
-    """Run one job pushed by offload: replay the request and store the answer."""
-    worker = _get_worker()
-    data = payload.encode("latin-1") if isinstance(payload, str) else bytes(payload)
-    from offload.records import StoredRequest
+def perform(payload: str | bytes, app: str | None = None) -> None:
+    """Run one job pushed by offload: replay the request and store the answer.
 
+    ``payload`` is the stored request, as latin-1 text; ``app`` is a
+    ``MODULE:ATTR`` import path, by default ``OFFLOAD_APP``.
+    """
+    worker = worker_for(app)
+    data = payload.encode("latin-1") if isinstance(payload, str) else bytes(payload)
     try:
         key = StoredRequest.decode(data).key
-    except Exception:
-        key = ""
-    worker.process(Claim(job_id="external", key=key, payload=data))
+    except CorruptRecord:
+        key = ""  # process() logs and drops it
+    with _heartbeat(worker, key):
+        worker.process(Claim(job_id=f"external:{key[:16]}", key=key, payload=data))
 
 
-def _get_worker() -> Worker:
-    global _worker
+def worker_for(app: str | None = None) -> Worker:
+    """The worker for an app import path (default ``OFFLOAD_APP``), built once per process."""
+    spec = app or os.environ.get("OFFLOAD_APP")
+    if not spec:
+        raise ConfigurationError(
+            "set OFFLOAD_APP=module:app in the worker's environment so that offload's jobs can find the app"
+        )
     with _lock:
-        if _worker is None:
+        worker = _workers.get(spec)
+        if worker is None:
             from offload.importer import find_offloader, import_app, replayer_for
 
-            spec = os.environ.get("OFFLOAD_APP")
-            if not spec:
-                raise ConfigurationError("set OFFLOAD_APP=module:app in the worker's environment so it can find the app")
-            app = import_app(spec)
-            offloader = find_offloader(app)
+            wrapped = import_app(spec)
+            offloader = find_offloader(wrapped)
             if offloader is None:
                 raise ConfigurationError(f"{spec} is not wrapped in offload's middleware")
-            _worker = Worker(offloader, replayer_for(app))
-        return _worker
+            worker = _workers[spec] = Worker(offloader, replayer_for(wrapped))
+        return worker
+
+
+@contextmanager
+def _heartbeat(worker: Worker, key: str) -> Iterator[None]:
+    """Renew the job's running and pending markers every third of a lease until the block ends."""
+    done = threading.Event()
+    offloader = worker.offloader
+
+    def beat() -> None:
+        while not done.wait(worker.settings.lease / 3):
+            try:
+                offloader.cache.touch(offloader.running_key(key), worker.settings.lease)
+                offloader.cache.touch(offloader.pending_key(key), worker.settings.lease)
+            except BackendUnavailable as error:
+                log.error("cannot renew the lease of the job for %s (%s)", key, error)
+
+    thread = threading.Thread(target=beat, name="offload-job-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
