@@ -9,6 +9,12 @@ without touching them. Values are opaque ``bytes`` produced by
 Every method may raise :class:`~offload.errors.BackendUnavailable` when the
 engine cannot be reached; the callers answer 503 and try again on the next
 request. The behaviour suite in ``tests/backends`` runs against every backend.
+
+Async twins: a cache may also define coroutine methods ``aget``, ``aadd`` and
+``adelete``, and a queue ``apush``, with the same arguments and contract as
+``get``, ``add``, ``delete`` and ``push``. The ASGI middleware awaits them
+when present; otherwise it runs the blocking method in a small, bounded thread
+pool (:data:`offload.asgi.BACKEND_THREADS`), so the event loop never blocks.
 """
 
 from __future__ import annotations
