@@ -14,11 +14,12 @@ import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable, Generator
-from typing import Any
+from typing import Any, Literal
 
 from offload.backends import Backend, Cache, Queue, open_backend
 from offload.errors import BackendUnavailable, ConfigurationError, CorruptRecord, QueueFull
 from offload.keys import request_key
+from offload.local import LocalTier
 from offload.records import CachedResponse, PendingMarker, StoredRequest
 from offload.settings import Settings
 
@@ -27,6 +28,9 @@ log = logging.getLogger("offload")
 #: A backend operation the decision needs: a method name and its arguments.
 Operation = tuple[Any, ...]
 Decision = Generator[Operation, Any, "CachedResponse | None"]
+
+#: Request keys remembered per process, so a hit skips hashing; cleared when full.
+KEY_MEMO_SIZE = 10_000
 
 OPERATIONS = {"get": "cache", "add": "cache", "delete": "cache", "push": "queue"}
 
@@ -82,6 +86,8 @@ class Offloader:
         self.uri_too_long = own_answer(414, body=b"Request-URI too long\n")
         self.headers_too_large = own_answer(431, body=b"Request headers too large\n")
         self._last_outage_log = 0.0
+        self._keys: dict[tuple[bytes, bytes, tuple[bytes | None, ...]], str] = {}
+        self._local: LocalTier | Literal[False] | None = None  # None: not decided yet
 
     # -- backend --------------------------------------------------------
 
@@ -154,16 +160,34 @@ class Offloader:
         settings = self.settings
         if len(path) + len(query) > settings.max_url:
             return self.uri_too_long
-        key = request_key(path, query, [(name, header(name)) for name in settings.vary])
+        vary = tuple([header(name) for name in settings.vary])
+        memo = (path, query, vary)
+        key = self._keys.get(memo)
+        if key is None:
+            key = request_key(path, query, zip(settings.vary, vary, strict=True))
+            if len(self._keys) >= KEY_MEMO_SIZE:
+                self._keys.clear()
+            self._keys[memo] = key
+        local = self._local
+        if local:
+            kept = local.get(key)
+            if kept is not None:
+                return kept
         try:
             data = yield ("get", self._response_prefix + key)
         except BackendUnavailable as error:
             return self._outage(error)
         if data is not None:
             try:
-                return CachedResponse.decode(data)
+                response = CachedResponse.decode(data)
             except CorruptRecord as error:
                 log.warning("ignoring a cached answer that is not in offload's format (%s); recomputing it", error)
+            else:
+                if local is None and self._local is None:
+                    local = self._local = self._make_local_tier()
+                if local:
+                    local.put(key, response)
+                return response
         try:
             request = build_request(key)
         except RequestTooLarge:
@@ -186,6 +210,13 @@ class Offloader:
         except BackendUnavailable as error:
             return self._outage(error)
         return self.accepted
+
+    def _make_local_tier(self) -> LocalTier | Literal[False]:
+        """The in-process tier, if enabled and the cache can say cheaply when to drop it."""
+        cache = self.cache
+        if not self.settings.local_cache or not self.settings.local_ttl or cache.generation() is None:
+            return False
+        return LocalTier(self.settings.local_cache, self.settings.local_ttl, cache.generation)
 
     def _outage(self, error: BackendUnavailable) -> CachedResponse | None:
         now = time.monotonic()

@@ -34,7 +34,8 @@ class CachedResponse:
     """A complete HTTP response: what the app answered, or an answer of offload's own.
 
     ``headers`` keeps the app's order and repeated names; names and values are
-    latin-1 strings, as in WSGI. ``created`` is a Unix timestamp.
+    latin-1 strings, as in WSGI. ``created`` and ``expires`` are Unix
+    timestamps (``expires`` is 0 for answers of offload's own).
     """
 
     status: int
@@ -42,6 +43,7 @@ class CachedResponse:
     body: bytes = b""
     created: float = 0.0
     failed: bool = False
+    expires: float = 0.0
 
     @property
     def status_line(self) -> str:
@@ -55,6 +57,7 @@ class CachedResponse:
             "headers": [list(pair) for pair in self.headers],
             "length": len(self.body),
             "created": self.created,
+            "expires": self.expires,
             "failed": self.failed,
         }
         return MAGIC + _dump(meta) + b"\n" + self.body
@@ -65,14 +68,19 @@ class CachedResponse:
         status = meta.get("status")
         length = meta.get("length")
         created = meta.get("created")
+        expires = meta.get("expires", 0.0)
         failed = meta.get("failed")
         if not isinstance(status, int) or not 100 <= status <= 999:
             raise CorruptRecord("response record has no valid status")
         if length != len(body):
             raise CorruptRecord("response record is truncated")
-        if not isinstance(created, (int, float)) or not isinstance(failed, bool):
+        if (
+            not isinstance(created, (int, float))
+            or not isinstance(expires, (int, float))
+            or not isinstance(failed, bool)
+        ):
             raise CorruptRecord("response record has invalid metadata")
-        return cls(status, _headers(meta.get("headers")), body, float(created), failed)
+        return cls(status, _headers(meta.get("headers")), body, float(created), failed, float(expires))
 
 
 @dataclass(frozen=True, slots=True)

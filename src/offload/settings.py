@@ -50,6 +50,8 @@ class Settings:
     max_url: int = 8 * 1024
     max_headers: int = 64 * 1024
     namespace: str = "offload"
+    local_cache: int = 10_000
+    local_ttl: float = 60.0
     _ttl_rules: tuple[tuple[Callable[[str], bool], float], ...] = field(default=(), repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -65,6 +67,10 @@ class Settings:
         for name, value in positive.items():
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
                 raise ConfigurationError(f"{name} must be a positive number, not {value!r}")
+        if not isinstance(self.local_cache, int) or self.local_cache < 0:
+            raise ConfigurationError(f"local_cache must be a number of answers >= 0, not {self.local_cache!r}")
+        if not isinstance(self.local_ttl, (int, float)) or self.local_ttl < 0:
+            raise ConfigurationError(f"local_ttl must be >= 0 seconds, not {self.local_ttl!r}")
         if not isinstance(self.retry_after, int) or self.retry_after < 0:
             raise ConfigurationError(f"retry_after must be a whole number of seconds >= 0, not {self.retry_after!r}")
         if not isinstance(self.max_attempts, int) or self.max_attempts < 1:

@@ -13,6 +13,7 @@ running jobs finish and stops claiming; the second hands them back at once.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import signal
 import threading
@@ -165,7 +166,8 @@ class Worker:
             path = canonical_path(request.path)
             index = IndexEntry(path, canonical_query(parse_query(request.query)), failed=response.failed)
             ttl = self.settings.error_ttl if response.failed else self.settings.ttl_for(path)
-            cache.set(offloader.response_key(key), response.encode(), ttl, index)
+            stored = dataclasses.replace(response, expires=response.created + ttl)
+            cache.set(offloader.response_key(key), stored.encode(), ttl, index)
             cache.delete(offloader.pending_key(key))
             cache.delete(running)
             queue.ack(claim)

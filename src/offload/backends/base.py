@@ -82,6 +82,16 @@ class Cache(ABC):
     def stats(self) -> dict[str, int]:
         """Counts of live indexed answers: ``{"cached": n, "failed": m}``."""
 
+    def generation(self) -> int | None:
+        """A number that changes whenever :meth:`expire` removes answers, in any process.
+
+        Web processes keep recent answers in memory only while this number is
+        unchanged, so it must be cheap: no network round trip (read shared
+        memory, or a value a background listener keeps current). Return None
+        when the cache cannot tell cheaply; then nothing is kept in memory.
+        """
+        return None
+
     def close(self) -> None:  # noqa: B027 - an optional hook
         """Release connections; the cache may be used again afterwards."""
 
