@@ -1,0 +1,40 @@
+"""A Flask app wrapped the documented way: ``app.wsgi_app = offload.WSGIMiddleware(app.wsgi_app)``."""
+
+from __future__ import annotations
+
+from flask import Flask, Response, request
+
+import offload
+from tests.wsgi_e2e.apps.common import BINARY, middleware_options, record
+
+app = Flask(__name__)
+
+
+@app.before_request
+def count() -> None:
+    record("start", request.method, request.path, request.query_string.decode("latin-1"))
+
+
+@app.get("/hello")
+def hello() -> Response:
+    name = request.args.get("name", "world")
+    response = Response(f"hello {name} from flask", content_type="text/plain; charset=utf-8")
+    response.headers["X-App"] = "flask"
+    return response
+
+
+@app.get("/binary")
+def binary() -> Response:
+    response = Response(BINARY, content_type="application/octet-stream")
+    response.set_cookie("first", "1")
+    response.headers["X-Between"] = "yes"
+    response.set_cookie("second", "2", httponly=True)
+    return response
+
+
+@app.route("/echo", methods=["GET", "POST"])
+def echo() -> Response:
+    return Response(repr((request.method, request.get_data())), status=201 if request.method == "POST" else 200)
+
+
+app.wsgi_app = offload.WSGIMiddleware(app.wsgi_app, **middleware_options())  # type: ignore[method-assign]
