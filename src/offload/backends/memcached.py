@@ -199,8 +199,13 @@ class MemcachedCache(Cache):
                     servers[0], connect_timeout=timeout, timeout=timeout, default_noreply=False
                 )
             return pymemcache.client.hash.HashClient(
-                servers, connect_timeout=timeout, timeout=timeout, use_pooling=True,
-                default_noreply=False, retry_attempts=1, dead_timeout=5,
+                servers,
+                connect_timeout=timeout,
+                timeout=timeout,
+                use_pooling=True,
+                default_noreply=False,
+                retry_attempts=1,
+                dead_timeout=5,
             )
 
         return cls(factory=connect, index_buckets=buckets, chunk_size=chunk_size)
