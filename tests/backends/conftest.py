@@ -27,6 +27,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from backend_contract import BackendSpec
@@ -38,6 +39,7 @@ from offload.errors import MissingDependency
 BACKENDS: dict[str, str] = {
     "memory": "memory_spec",
     "sqlite": "sqlite_spec",
+    "redis": "redis_spec",
 }
 
 
@@ -89,3 +91,35 @@ def memory_spec() -> BackendSpec:
 def sqlite_spec(tmp_path: Path) -> BackendSpec:
     url = f"sqlite:///{tmp_path / 'offload.sqlite3'}"
     return BackendSpec("sqlite", url, url)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """A Redis database the suite may flush: the one named by the URL, else an empty one."""
+    url = os.environ.get("OFFLOAD_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+    try:
+        import redis
+    except ImportError:
+        unavailable('the redis client is not installed: pip install "offload[redis]"')
+    try:
+        with redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5) as client:
+            client.ping()
+        if urlsplit(url).path.strip("/"):
+            return url
+        for number in range(15, 0, -1):
+            with redis.Redis.from_url(url, db=number, socket_connect_timeout=2, socket_timeout=5) as client:
+                if client.dbsize() == 0:
+                    return urlunsplit(urlsplit(url)._replace(path=f"/{number}"))
+    except redis.RedisError as error:
+        unavailable(f"no Redis server at {url} ({error}); set OFFLOAD_TEST_REDIS_URL")
+    unavailable(f"no empty database on the Redis server at {url}; name one in OFFLOAD_TEST_REDIS_URL")
+
+
+@pytest.fixture
+def redis_spec(redis_url: str) -> Iterator[BackendSpec]:
+    import redis
+
+    with redis.Redis.from_url(redis_url) as client:
+        client.flushdb()
+        yield BackendSpec("redis", redis_url, redis_url)
+        client.flushdb()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import multiprocessing
 import threading
 import time
+from typing import Any
 
 import pytest
 from backend_contract import POISON, BackendSpec, add_race, eventually
@@ -237,3 +240,32 @@ def test_close_then_use_again(cache: Cache) -> None:
     cache.set("k", b"x", 30)
     cache.close()
     assert cache.get("k") == b"x"
+
+
+def test_native_coroutines_agree_with_the_blocking_methods(cache: Cache) -> None:
+    """A backend's optional ``aget``/``aadd``/``adelete`` (awaited by the ASGI middleware) keep the contract."""
+    if not inspect.iscoroutinefunction(getattr(cache, "aget", None)):
+        pytest.skip("no native coroutines")
+    native: Any = cache
+
+    async def scenario() -> None:
+        assert await native.aget("k") is None
+        assert await native.aadd("k", b"first", 30) is True
+        assert await native.aadd("k", b"second", 30) is False
+        assert await native.aget("k") == b"first"
+        cache.set("answer", b"a", 30, answer("/page"))
+        await native.adelete("answer")
+        assert cache.stats()["cached"] == 0
+        assert await native.aadd("short", b"x", 0.3) is True
+        await native.aclose()
+
+    asyncio.run(scenario())
+    asyncio.run(scenario_again(native))  # a second event loop gets working connections too
+    assert eventually(lambda: cache.get("short") is None)
+
+
+async def scenario_again(native: Any) -> None:
+    assert await native.aget("k") == b"first"
+    await native.adelete("k")
+    assert await native.aget("k") is None
+    await native.aclose()

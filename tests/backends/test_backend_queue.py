@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import multiprocessing
 import threading
 import time
+from typing import Any
 
 import pytest
 from backend_contract import POISON, BackendSpec, drain, eventually, push_later
@@ -215,3 +218,20 @@ def test_close_then_use_again(queue: Queue) -> None:
     queue.close()
     claim = claim_now(queue)
     assert claim is not None and claim.payload == b"x"
+
+
+def test_native_push_keeps_the_contract(queue: Queue) -> None:
+    """A backend's optional ``apush`` (awaited by the ASGI middleware) pushes, and refuses past the cap."""
+    if not inspect.iscoroutinefunction(getattr(queue, "apush", None)):
+        pytest.skip("no native coroutines")
+    native: Any = queue
+
+    async def scenario() -> None:
+        await native.apush("a", b"1", limit=1)
+        with pytest.raises(QueueFull):
+            await native.apush("b", b"2", limit=1)
+        await native.aclose()
+
+    asyncio.run(scenario())
+    claim = claim_now(queue)
+    assert claim is not None and (claim.key, claim.payload) == ("a", b"1")

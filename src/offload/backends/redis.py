@@ -1,0 +1,628 @@
+"""Redis backend (``redis://``, ``rediss://``, ``unix://``): cache and queue in one Redis database.
+
+Uses the official ``redis`` client, sync and asyncio (``pip install
+"offload[redis]"``). Every multi-step operation is one Lua script, so it is
+atomic on the server whatever the number of web and worker processes.
+Connections fail fast (2 s to connect, 5 s per reply, no silent retries), so an
+outage is a :class:`~offload.errors.BackendUnavailable` at once, never a hung
+request; redis-py's own URL options (``?socket_timeout=10``) override these.
+``?prefix=name`` (default ``offload``) names offload's own keys below.
+
+Cache
+    Each value lives under its own key with a Redis expiry; ``add`` is ``SET NX
+    PX``. A cached answer (``set`` with an index) is also recorded, by the same
+    script, so that ``expire()`` and ``status`` never scan the keyspace:
+
+    ``<prefix>:answers`` / ``<prefix>:failed``
+        sorted sets of keys scored by expiry (ms): ``stats`` is two ``ZCOUNT``.
+    ``<prefix>:paths``
+        a sorted set with every score 0 and members ``path NUL query NUL key``
+        (canonical, so ASCII): ``expire("/reports/*")`` reads only the members
+        starting with ``/reports/`` (``ZRANGEBYLEX``), then matches path and
+        params exactly with :mod:`offload.keys`.
+    ``<prefix>:entries``
+        a hash of key -> its member in ``paths``, to drop it when the key is
+        replaced or deleted.
+
+    Index entries of answers that expired are ignored by ``stats`` and
+    ``expire()`` and swept, a few at a time, by each indexed ``set``.
+
+Queue
+    A stream ``<prefix>:jobs`` read through the consumer group ``offload``:
+    a claimed job is pending in the group until it is acked (``XACK`` +
+    ``XDEL``). Workers wait with ``XREADGROUP BLOCK``, so a push wakes one at
+    once without polling; they also look again every second for leases that
+    ran out. A lease is per job and rides on the entry's delivery time: a job is
+    taken back (``XAUTOCLAIM``) once idle for :data:`LEASE_HORIZON`, and a
+    claim for ``lease`` seconds sets its delivery time (``XCLAIM ... TIME``)
+    to ``now + lease - LEASE_HORIZON``, so it comes back exactly ``lease``
+    seconds later. ``extend`` does the same for a job this claim still owns;
+    ``release`` makes it idle for the whole horizon, claimable at once. A claim
+    is owned by its consumer name and the entry's delivery count, so a claim
+    that lost its job to another worker (or to a later claim of the same
+    worker) can no longer extend or ack it. ``push`` with a limit counts the
+    waiting jobs (stream length minus leases still running) in the same script
+    that adds the job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+import time
+import uuid
+import weakref
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from offload.backends.base import Cache, Claim, IndexEntry, Queue
+from offload.errors import BackendUnavailable, MissingDependency, QueueFull
+from offload.keys import canonical_path, params_match, path_matcher
+
+try:
+    import redis
+    import redis.asyncio
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+except ImportError as error:  # pragma: no cover - depends on the environment
+    raise MissingDependency(
+        f'the Redis backend needs the redis client: pip install "offload[redis]" ({error})'
+    ) from None
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from redis.commands.core import AsyncScript, Script
+
+    from offload.backends import Backend
+
+#: A lease longer than this is cut to it; a job read by a worker that died
+#: before it could record its lease also comes back after this long.
+LEASE_HORIZON = 3600.0
+
+#: How long a waiting worker blocks before it looks again for lapsed leases.
+RECHECK = 1.0
+
+GROUP = "offload"
+_DEFAULTS = {"socket_connect_timeout": "2", "socket_timeout": "5"}
+
+
+def open_backend(url: str) -> Backend:
+    from offload.backends import Backend
+
+    connection = RedisConnection(url)
+    return Backend(url, RedisCache(connection), RedisQueue(connection))
+
+
+class RedisConnection:
+    """The clients of one URL: one pool for commands, one for blocking reads, one async client per event loop."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        options = dict(parse_qsl(parts.query, keep_blank_values=True))
+        self.prefix = options.pop("prefix", "offload") or "offload"
+        self.socket_timeout = float(options.get("socket_timeout", _DEFAULTS["socket_timeout"]))
+        self.url = urlunsplit(parts._replace(query=urlencode({**_DEFAULTS, **options})))
+        self.display_url = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2], query=""))
+        self._lock = threading.Lock()
+        self._client: redis.Redis | None = None
+        self._blocking: redis.Redis | None = None
+        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, redis.asyncio.Redis] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._scripts: dict[tuple[int, str], Script] = {}
+        self._async_scripts: dict[tuple[int, str], AsyncScript] = {}
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}:{name}"
+
+    @property
+    def client(self) -> redis.Redis:
+        """The client for short commands; its pool reconnects by itself after an outage or a fork."""
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = redis.Redis.from_url(self.url, retry=Retry(NoBackoff(), 0))
+        return self._client
+
+    @property
+    def blocking(self) -> redis.Redis:
+        """A client whose read timeout outlasts one ``XREADGROUP BLOCK``."""
+        if self._blocking is None:
+            with self._lock:
+                if self._blocking is None:
+                    self._blocking = redis.Redis.from_url(
+                        self.url, retry=Retry(NoBackoff(), 0), socket_timeout=self.socket_timeout + RECHECK
+                    )
+        return self._blocking
+
+    def async_client(self) -> redis.asyncio.Redis:
+        """An asyncio client for the running event loop (an asyncio connection belongs to one loop)."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        client = self._async.get(loop)
+        if client is None:
+            client = redis.asyncio.Redis.from_url(self.url, retry=redis.asyncio.retry.Retry(NoBackoff(), 0))
+            self._async[loop] = client
+        return client
+
+    async def aclose(self) -> None:
+        """Close the running event loop's connections (before that loop ends)."""
+        import asyncio
+
+        client = self._async.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            self._async_scripts = {k: v for k, v in self._async_scripts.items() if k[0] != id(client)}
+            with contextlib.suppress(redis.RedisError, OSError):
+                await client.aclose()
+
+    def script(self, source: str) -> Script:
+        client = self.client
+        script = self._scripts.get((id(client), source))
+        if script is None:
+            script = self._scripts[(id(client), source)] = client.register_script(source)
+        return script
+
+    def async_script(self, source: str) -> AsyncScript:
+        client = self.async_client()
+        script = self._async_scripts.get((id(client), source))
+        if script is None:
+            script = self._async_scripts[(id(client), source)] = client.register_script(source)
+        return script
+
+    @contextlib.contextmanager
+    def errors(self) -> Iterator[None]:
+        """Turn the client's errors into :class:`BackendUnavailable`."""
+        try:
+            yield
+        except redis.RedisError as error:
+            if _is_nogroup(error):
+                raise
+            raise BackendUnavailable(f"Redis at {self.display_url}: {type(error).__name__}: {error}") from error
+
+    def close(self) -> None:
+        with self._lock:
+            for client in (self._client, self._blocking):
+                if client is not None:
+                    with contextlib.suppress(redis.RedisError, OSError):
+                        client.close()
+            self._client = self._blocking = None
+            self._scripts.clear()
+
+
+def _is_nogroup(error: Exception) -> bool:
+    return isinstance(error, redis.ResponseError) and str(error).startswith("NOGROUP")
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
+# -- cache ---------------------------------------------------------------------
+
+_NOW = "local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+
+# KEYS: key, answers, failed, paths, entries. ARGV: value, ttl ms, "" | "ok" | "failed", member.
+_SET = (
+    _NOW
+    + """
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+local old = redis.call('HGET', KEYS[5], KEYS[1])
+if old and old ~= ARGV[4] then redis.call('ZREM', KEYS[4], old) end
+if ARGV[3] == '' then
+  if old then redis.call('HDEL', KEYS[5], KEYS[1]) end
+  redis.call('ZREM', KEYS[2], KEYS[1])
+  redis.call('ZREM', KEYS[3], KEYS[1])
+  return 1
+end
+local mine, other = KEYS[2], KEYS[3]
+if ARGV[3] == 'failed' then mine, other = KEYS[3], KEYS[2] end
+redis.call('ZADD', mine, now + tonumber(ARGV[2]), KEYS[1])
+redis.call('ZREM', other, KEYS[1])
+redis.call('ZADD', KEYS[4], 0, ARGV[4])
+redis.call('HSET', KEYS[5], KEYS[1], ARGV[4])
+for _, index in ipairs({KEYS[2], KEYS[3]}) do
+  for _, gone in ipairs(redis.call('ZRANGEBYSCORE', index, '-inf', now, 'LIMIT', 0, 20)) do
+    local member = redis.call('HGET', KEYS[5], gone)
+    if member then
+      redis.call('ZREM', KEYS[4], member)
+      redis.call('HDEL', KEYS[5], gone)
+    end
+    redis.call('ZREM', index, gone)
+  end
+end
+return 1
+"""
+)
+
+# KEYS: key, answers, failed. ARGV: ttl ms.
+_TOUCH = (
+    _NOW
+    + """
+if redis.call('PEXPIRE', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('ZADD', KEYS[2], 'XX', now + tonumber(ARGV[1]), KEYS[1])
+redis.call('ZADD', KEYS[3], 'XX', now + tonumber(ARGV[1]), KEYS[1])
+return 1
+"""
+)
+
+# KEYS: key, answers, failed, paths, entries.
+_DELETE = """
+redis.call('DEL', KEYS[1])
+local member = redis.call('HGET', KEYS[5], KEYS[1])
+if member then
+  redis.call('ZREM', KEYS[4], member)
+  redis.call('HDEL', KEYS[5], KEYS[1])
+end
+redis.call('ZREM', KEYS[2], KEYS[1])
+redis.call('ZREM', KEYS[3], KEYS[1])
+return 1
+"""
+
+# KEYS: answers, failed, paths, entries, key... ARGV: the member each key was found under.
+# Drops the keys still indexed under that member; counts those whose answer had not expired.
+_EXPIRE = (
+    _NOW
+    + """
+local removed = 0
+for i = 5, #KEYS do
+  local key, member = KEYS[i], ARGV[i - 4]
+  if redis.call('HGET', KEYS[4], key) == member then
+    local until_ms = redis.call('ZSCORE', KEYS[1], key) or redis.call('ZSCORE', KEYS[2], key)
+    if until_ms and tonumber(until_ms) > now then
+      removed = removed + redis.call('DEL', key)
+    end
+    redis.call('ZREM', KEYS[3], member)
+    redis.call('HDEL', KEYS[4], key)
+    redis.call('ZREM', KEYS[1], key)
+    redis.call('ZREM', KEYS[2], key)
+  end
+end
+return removed
+"""
+)
+
+
+# KEYS: answers, failed.
+_COUNT_ANSWERS = (
+    _NOW
+    + """
+return {redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf'), redis.call('ZCOUNT', KEYS[2], '(' .. now, '+inf')}
+"""
+)
+
+
+class RedisCache(Cache):
+    """Values under their own keys with Redis expiry; answers indexed for ``expire()`` and ``stats``."""
+
+    def __init__(self, connection: RedisConnection) -> None:
+        self.redis = connection
+        self._answers = connection.key("answers")
+        self._failed = connection.key("failed")
+        self._paths = connection.key("paths")
+        self._entries = connection.key("entries")
+
+    def _index_keys(self, key: str) -> list[str]:
+        return [key, self._answers, self._failed, self._paths, self._entries]
+
+    def get(self, key: str) -> bytes | None:
+        with self.redis.errors():
+            value: Any = self.redis.client.get(key)
+        return _bytes_or_none(value)
+
+    def add(self, key: str, value: bytes, ttl: float) -> bool:
+        with self.redis.errors():
+            return bool(self.redis.client.set(key, value, px=_ms(ttl), nx=True))
+
+    def set(self, key: str, value: bytes, ttl: float, index: IndexEntry | None = None) -> None:
+        kind, member = "", b""
+        if index is not None:
+            kind = "failed" if index.failed else "ok"
+            member = _member(index.path, index.query, key)
+        with self.redis.errors():
+            self.redis.script(_SET)(self._index_keys(key), [value, _ms(ttl), kind, member])
+
+    def touch(self, key: str, ttl: float) -> bool:
+        with self.redis.errors():
+            return bool(self.redis.script(_TOUCH)([key, self._answers, self._failed], [_ms(ttl)]))
+
+    def delete(self, key: str) -> None:
+        with self.redis.errors():
+            self.redis.script(_DELETE)(self._index_keys(key), [])
+
+    def expire(self, pattern: str, params: Sequence[tuple[str, str]] = ()) -> int:
+        matches = path_matcher(pattern)
+        literal, wildcard, _ = pattern.partition("*")
+        prefix = canonical_path(literal.encode("utf-8", "surrogateescape")).encode()
+        if not wildcard:
+            prefix += b"\0"  # an exact path: its members start with the path and a NUL
+        low, high = (b"[" + prefix, b"(" + prefix + b"\xff") if prefix else (b"-", b"+")
+        with self.redis.errors():
+            members: Any = self.redis.client.zrangebylex(self._paths, low, high)
+        doomed: list[tuple[str, bytes]] = []
+        for member in members:
+            path, _, rest = member.partition(b"\0")
+            query, _, key = rest.partition(b"\0")
+            if matches(path.decode("ascii", "replace")) and params_match(query.decode("ascii", "replace"), params):
+                doomed.append((key.decode("utf-8", "surrogateescape"), member))
+        removed = 0
+        for start in range(0, len(doomed), 500):
+            batch = doomed[start : start + 500]
+            with self.redis.errors():
+                removed += int(
+                    self.redis.script(_EXPIRE)(
+                        [self._answers, self._failed, self._paths, self._entries, *(key for key, _ in batch)],
+                        [member for _, member in batch],
+                    )
+                )
+        return removed
+
+    def stats(self) -> dict[str, int]:
+        with self.redis.errors():
+            cached, failed = self.redis.script(_COUNT_ANSWERS)([self._answers, self._failed], [])
+        return {"cached": int(cached), "failed": int(failed)}
+
+    def close(self) -> None:
+        self.redis.close()
+
+    # Native coroutines, awaited by the ASGI middleware instead of a thread.
+
+    async def aget(self, key: str) -> bytes | None:
+        with self.redis.errors():
+            value: Any = await self.redis.async_client().get(key)
+        return _bytes_or_none(value)
+
+    async def aadd(self, key: str, value: bytes, ttl: float) -> bool:
+        with self.redis.errors():
+            return bool(await self.redis.async_client().set(key, value, px=_ms(ttl), nx=True))
+
+    async def adelete(self, key: str) -> None:
+        with self.redis.errors():
+            await self.redis.async_script(_DELETE)(self._index_keys(key), [])
+
+    async def aclose(self) -> None:
+        """Close the connections of the running event loop; call it before the loop ends."""
+        await self.redis.aclose()
+
+
+def _bytes_or_none(value: Any) -> bytes | None:
+    return None if value is None else bytes(value)
+
+
+def _member(path: str, query: str, key: str) -> bytes:
+    return b"\0".join(
+        [path.encode("ascii", "replace"), query.encode("ascii", "replace"), key.encode("utf-8", "surrogateescape")]
+    )
+
+
+# -- queue -----------------------------------------------------------------------
+
+# The waiting jobs: entries in the stream minus the leases still running.
+_WAITING = """
+local function running(stream, group, horizon)
+  local summary = redis.pcall('XPENDING', stream, group)
+  if type(summary) ~= 'table' or summary.err or summary[1] == 0 then return 0 end
+  local lapsed = redis.call('XPENDING', stream, group, 'IDLE', horizon, '-', '+', summary[1])
+  return summary[1] - #lapsed
+end
+"""
+
+# KEYS: stream. ARGV: group, horizon ms, limit or "", key, payload.
+_PUSH = (
+    _WAITING
+    + """
+if ARGV[3] ~= '' then
+  local busy = running(KEYS[1], ARGV[1], ARGV[2])
+  if redis.call('XLEN', KEYS[1]) - busy >= tonumber(ARGV[3]) then return 0 end
+end
+redis.call('XADD', KEYS[1], '*', 'k', ARGV[4], 'p', ARGV[5])
+return 1
+"""
+)
+
+# KEYS: stream. ARGV: group, horizon ms.
+_STATS = (
+    _WAITING
+    + """
+local busy = running(KEYS[1], ARGV[1], ARGV[2])
+return {redis.call('XLEN', KEYS[1]) - busy, busy}
+"""
+)
+
+# KEYS: stream. ARGV: group, consumer, lease ms, horizon ms.
+# Takes back a job whose lease ran out, else reads a new one; either way records its lease.
+_CLAIM = (
+    _NOW
+    + """
+local stream, group, consumer = KEYS[1], ARGV[1], ARGV[2]
+local entry, count
+local cursor = '0-0'
+repeat
+  local found = redis.call('XAUTOCLAIM', stream, group, consumer, ARGV[4], cursor, 'COUNT', 1)
+  cursor = found[1]
+  if type(found[2][1]) == 'table' then entry = found[2][1] end
+until entry or cursor == '0-0'
+if entry then
+  count = redis.call('XPENDING', stream, group, entry[1], entry[1], 1)[1][4]
+else
+  local read = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', 1, 'STREAMS', stream, '>')
+  if not read then return false end
+  entry = read[1][2][1]
+  count = 1
+end
+local until_ms = now + tonumber(ARGV[3]) - tonumber(ARGV[4])
+redis.call('XCLAIM', stream, group, consumer, 0, entry[1], 'TIME', until_ms, 'JUSTID')
+return {entry[1], entry[2], count}
+"""
+)
+
+# Whether the claim (consumer, delivery count) still owns the job. KEYS: stream. ARGV: group, consumer, count, id.
+_OWNED = """
+local held = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[4], ARGV[4], 1)[1]
+local owned = held ~= nil and held[2] == ARGV[2] and held[4] == tonumber(ARGV[3])
+"""
+
+# ARGV[5]: lease ms, ARGV[6]: horizon ms.
+_EXTEND = (
+    _NOW
+    + _OWNED
+    + """
+if not owned then return 0 end
+local until_ms = now + tonumber(ARGV[5]) - tonumber(ARGV[6])
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[4], 'TIME', until_ms, 'JUSTID')
+return 1
+"""
+)
+
+_ACK = (
+    _OWNED
+    + """
+if not owned then return 0 end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[4])
+redis.call('XDEL', KEYS[1], ARGV[4])
+return 1
+"""
+)
+
+# Idle for the whole horizon: claimable at once. The new delivery count disowns the old claim.
+_RELEASE = (
+    _OWNED
+    + """
+if not owned then return 0 end
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[4], 'IDLE', ARGV[5], 'RETRYCOUNT', held[4] + 1, 'JUSTID')
+return 1
+"""
+)
+
+# KEYS: stream. ARGV: group, consumer. Forgets a consumer that holds no job.
+_FORGET_CONSUMER = """
+local ok, held = pcall(redis.call, 'XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2])
+if ok and #held == 0 then redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2]) end
+return 1
+"""
+
+
+class RedisQueue(Queue):
+    """A stream read through one consumer group; leases ride on delivery times (see the module docstring)."""
+
+    def __init__(self, connection: RedisConnection) -> None:
+        self.redis = connection
+        self.stream = connection.key("jobs")
+        self._horizon = _ms(LEASE_HORIZON)
+        self._consumer = ("", 0)  # (name, pid): a forked process is another consumer
+
+    @property
+    def consumer(self) -> str:
+        name, pid = self._consumer
+        if pid != os.getpid():
+            name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+            self._consumer = (name, os.getpid())
+        return name
+
+    def _run(self, source: str, args: Sequence[Any]) -> Any:
+        """Run a queue script, creating the consumer group if the stream has none (first use, or data lost)."""
+        with self.redis.errors():
+            try:
+                return self.redis.script(source)([self.stream], [GROUP, *args])
+            except redis.ResponseError as error:
+                if not _is_nogroup(error):
+                    raise
+            self._create_group()
+            return self.redis.script(source)([self.stream], [GROUP, *args])
+
+    def _create_group(self) -> None:
+        try:
+            self.redis.client.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
+        except redis.ResponseError as error:
+            if "BUSYGROUP" not in str(error):
+                raise
+
+    def _lease_ms(self, lease: float) -> int:
+        return min(_ms(lease), self._horizon)
+
+    def push(self, key: str, payload: bytes, limit: int | None = None) -> None:
+        if not self._run(_PUSH, [self._horizon, "" if limit is None else limit, key, payload]):
+            raise QueueFull()
+
+    def claim(self, lease: float, wait: float) -> Claim | None:
+        deadline = time.monotonic() + wait
+        consumer = self.consumer
+        while True:
+            found = self._run(_CLAIM, [consumer, self._lease_ms(lease), self._horizon])
+            if found:
+                job_id, fields, count = found
+                return self._claim(job_id, fields, consumer, int(count))
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            claim = self._wait(consumer, min(remaining, RECHECK), lease)
+            if claim is not None:
+                return claim
+
+    def _wait(self, consumer: str, seconds: float, lease: float) -> Claim | None:
+        """Block on the server until a new job comes or ``seconds`` pass; lease a job that came."""
+        with self.redis.errors():
+            try:
+                read: Any = self.redis.blocking.xreadgroup(
+                    GROUP, consumer, {self.stream: ">"}, count=1, block=_ms(seconds)
+                )
+            except redis.ResponseError as error:
+                if not _is_nogroup(error):
+                    raise
+                self._create_group()
+                return None
+        if not read:
+            return None
+        job_id, fields = read[0][1][0]
+        claim = self._claim(job_id, fields, consumer, 1)
+        self.extend(claim, lease)  # until now it had the horizon as its lease
+        return claim
+
+    @staticmethod
+    def _claim(job_id: bytes, fields: Any, consumer: str, count: int) -> Claim:
+        if not isinstance(fields, dict):  # a script returns a flat list of names and values
+            fields = dict(zip(fields[::2], fields[1::2], strict=True))
+        return Claim(
+            job_id.decode(), fields[b"k"].decode("utf-8", "surrogateescape"), fields[b"p"], f"{consumer}/{count}"
+        )
+
+    def _owner_args(self, claim: Claim) -> list[Any]:
+        consumer, _, count = claim.token.rpartition("/")
+        return [consumer, count, claim.job_id]
+
+    def extend(self, claim: Claim, lease: float) -> bool:
+        return bool(self._run(_EXTEND, [*self._owner_args(claim), self._lease_ms(lease), self._horizon]))
+
+    def ack(self, claim: Claim) -> None:
+        self._run(_ACK, self._owner_args(claim))
+
+    def release(self, claim: Claim) -> None:
+        self._run(_RELEASE, [*self._owner_args(claim), self._horizon])
+
+    def stats(self) -> dict[str, int]:
+        queued, running = self._run(_STATS, [self._horizon])
+        return {"queued": int(queued), "running": int(running)}
+
+    def close(self) -> None:
+        name, pid = self._consumer
+        if name and pid == os.getpid():
+            with contextlib.suppress(BackendUnavailable):
+                self._run(_FORGET_CONSUMER, [name])
+        self.redis.close()
+
+    async def apush(self, key: str, payload: bytes, limit: int | None = None) -> None:
+        """The coroutine twin of :meth:`push`, for the ASGI middleware."""
+        script = self.redis.async_script(_PUSH)
+        args: list[Any] = [GROUP, self._horizon, "" if limit is None else limit, key, payload]
+        with self.redis.errors():
+            pushed = await script([self.stream], args)
+        if not pushed:
+            raise QueueFull()
+
+    async def aclose(self) -> None:
+        """Close the connections of the running event loop; call it before the loop ends."""
+        await self.redis.aclose()
