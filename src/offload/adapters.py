@@ -88,12 +88,24 @@ def adapt_queue(obj: Any) -> Queue:
 
 
 def _redis_cache(client: Any) -> Cache:
-    """The Redis backend's cache over a client the application already has."""
-    try:
-        module = importlib.import_module("offload.backends.redis")
-    except ImportError as error:
-        raise ConfigurationError(f"cache=redis.Redis(...) needs offload's Redis backend: {error}") from error
-    cache: Cache = module.RedisCache.from_client(client)
+    """The Redis backend's cache (atomic ``SET NX PX``, indexed answers) over a client the application has."""
+    if type(client).__module__.startswith("redis.asyncio"):
+        raise ConfigurationError(
+            "cache= needs a synchronous redis.Redis client; pass cache='redis://...' for both kinds"
+        )
+    pool = getattr(client, "connection_pool", None)
+    if getattr(pool, "connection_kwargs", {}).get("decode_responses"):
+        raise ConfigurationError(
+            "cache=redis.Redis(decode_responses=True) turns answers into text: pass a client without it"
+        )
+    module = importlib.import_module("offload.backends.redis")
+    from_client = getattr(module.RedisCache, "from_client", None)
+    if from_client is not None:
+        cache: Cache = from_client(client)
+        return cache
+    connection = module.RedisConnection("redis://")  # the cache only uses .client: this URL is never dialled
+    connection._client = client
+    cache = module.RedisCache(connection)
     return cache
 
 

@@ -19,16 +19,15 @@ variables:
 from __future__ import annotations
 
 import os
-import shutil
 import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 import pytest
+
+from tests.integrations.servers import MemcachedServer, reachable, throwaway_memcached
 
 
 def unavailable(reason: str) -> NoReturn:
@@ -38,67 +37,10 @@ def unavailable(reason: str) -> NoReturn:
     pytest.skip(reason)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def reachable(host: str, port: int) -> bool:
-    try:
-        socket.create_connection((host, port), 1).close()
-    except OSError:
-        return False
-    return True
-
-
-class MemcachedServer:
-    """A memcached process of our own on a free port, which a test may stop and start again."""
-
-    def __init__(self, binary: str) -> None:
-        self.binary = binary
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def url(self) -> str:
-        return f"memcached://{self.address}"
-
-    def start(self) -> None:
-        command = [self.binary, "-p", str(self.port), "-U", "0", "-l", "127.0.0.1", "-m", "64"]
-        if os.geteuid() == 0:
-            command += ["-u", "nobody"]  # memcached refuses to run as root without a user
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 15
-        while not reachable("127.0.0.1", self.port):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                error = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
-                raise RuntimeError(f"memcached did not start: {error}")
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(10)
-            if self.process.stderr:
-                self.process.stderr.close()
-            self.process = None
-
-
 @pytest.fixture(scope="module")
 def memcached_server() -> Iterator[MemcachedServer]:
-    binary = os.environ.get("OFFLOAD_TEST_MEMCACHED") or shutil.which("memcached")
-    if not binary:
-        unavailable("memcached is not installed (apt-get install memcached)")
-    server = MemcachedServer(binary)
-    server.start()
-    yield server
-    server.stop()
+    with throwaway_memcached(unavailable) as server:
+        yield server
 
 
 @pytest.fixture

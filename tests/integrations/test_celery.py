@@ -13,7 +13,7 @@ import pytest
 
 from offload.errors import QueueFull
 from tests.integrations import flask_app
-from tests.integrations.conftest import MemcachedServer
+from tests.integrations.servers import MemcachedServer
 from tests.integrations.stacks import (
     BIN,
     ROOT,

@@ -10,7 +10,7 @@ import pytest
 
 from offload.integrations.rq import RQQueue
 from tests.integrations import flask_app
-from tests.integrations.conftest import MemcachedServer
+from tests.integrations.servers import MemcachedServer
 from tests.integrations.stacks import BIN, assert_served_from_cache, concurrent_misses, get, run, worker_env
 
 rq = pytest.importorskip("rq")
@@ -22,7 +22,7 @@ def rq_stack(redis_url: str, memcached: MemcachedServer, serializer: str, cache_
         "redis": redis_url,
         "rq_queue": f"offload-test-{uuid.uuid4().hex[:8]}",
         "serializer": serializer,
-        "cache": memcached.url if cache_client == "url" else memcached.address,
+        "cache": {"url": memcached.url, "pymemcache": memcached.address, "redis": redis_url}[cache_client],
     }
     if cache_client != "url":
         stack["cache_client"] = cache_client
@@ -38,7 +38,7 @@ def burst_worker(stack: dict[str, str]) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-@pytest.mark.parametrize(("serializer", "cache_client"), [("json", "url"), ("pickle", "pymemcache")])
+@pytest.mark.parametrize(("serializer", "cache_client"), [("json", "url"), ("pickle", "pymemcache"), ("json", "redis")])
 def test_full_cycle_with_rq_worker(
     redis_url: str, memcached: MemcachedServer, count_dir: Path, make_app: Any, serializer: str, cache_client: str
 ) -> None:
@@ -55,6 +55,9 @@ def test_full_cycle_with_rq_worker(
     assert flask_app.executions("q3") == 1
     assert_served_from_cache(app, "q3")
     assert offloader.queue.stats() == {"queued": 0, "running": 0}
+    assert offloader.cache.stats() == {"cached": 1, "failed": 0}  # the client's keys are listed for status
+    assert offloader.expire("/report/*") == 1
+    assert get(app, "/report/q3").status_code == 202
 
 
 def test_a_key_runs_again_after_its_answer_expires(
