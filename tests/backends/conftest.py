@@ -40,6 +40,8 @@ BACKENDS: dict[str, str] = {
     "memory": "memory_spec",
     "sqlite": "sqlite_spec",
     "redis": "redis_spec",
+    "memcached+redis": "memcached_spec",
+    "postgres": "postgres_spec",
 }
 
 
@@ -123,3 +125,41 @@ def redis_spec(redis_url: str) -> Iterator[BackendSpec]:
         client.flushdb()
         yield BackendSpec("redis", redis_url, redis_url)
         client.flushdb()
+
+
+@pytest.fixture
+def memcached_spec(redis_spec: BackendSpec) -> Iterator[BackendSpec]:
+    """memcached as the cache (a throwaway server from the installed binary), Redis as the queue."""
+    from tests.integrations.servers import throwaway_memcached
+
+    with throwaway_memcached(unavailable) as server:
+        yield BackendSpec("memcached+redis", server.url, redis_spec.queue_url)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """A PostgreSQL database where the suite may create and drop schemas."""
+    url = os.environ.get("OFFLOAD_TEST_POSTGRES_URL", "postgresql://127.0.0.1:5432/test")
+    try:
+        import psycopg
+    except ImportError:
+        unavailable('psycopg is not installed: pip install "offload[postgres]"')
+    try:
+        psycopg.connect(url, connect_timeout=3).close()
+    except psycopg.Error as error:
+        unavailable(f"no PostgreSQL at {url} ({str(error).strip()}); set OFFLOAD_TEST_POSTGRES_URL")
+    return url
+
+
+@pytest.fixture
+def postgres_spec(postgres_url: str) -> Iterator[BackendSpec]:
+    import psycopg
+    from psycopg import sql
+
+    schema = f"offload_test_{uuid.uuid4().hex[:12]}"
+    parts = urlsplit(postgres_url)
+    query = f"{parts.query}&schema={schema}" if parts.query else f"schema={schema}"
+    url = urlunsplit(parts._replace(query=query))
+    yield BackendSpec("postgres", url, url)
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
