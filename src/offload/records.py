@@ -144,7 +144,7 @@ class StoredRequest:
         ):
             raise CorruptRecord("request record has invalid fields")
         path, query, scheme, root_path, client, http_version = strings
-        headers = tuple((n.encode("latin-1"), v.encode("latin-1")) for n, v in _headers(meta.get("headers")))
+        headers = _request_headers(meta.get("headers"))
         return cls(
             key=key,
             path=_latin1(path),
@@ -214,6 +214,20 @@ def _headers(value: object) -> Headers:
         if not name or any(c in name for c in ":\r\n ") or "\r" in val or "\n" in val:
             raise CorruptRecord("record header is malformed")
         pairs.append((name, val))
+    return tuple(pairs)
+
+
+def _request_headers(value: object) -> tuple[tuple[bytes, bytes], ...]:
+    # Request headers are handed back to the app as the client sent them, any
+    # byte included, so unlike response headers they are not held to the
+    # rules of what may be sent on the wire: a record offload wrote must decode.
+    if not isinstance(value, list):
+        raise CorruptRecord("record headers are not a list")
+    pairs = []
+    for pair in value:
+        if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str) and isinstance(pair[1], str)):
+            raise CorruptRecord("record header is not a [name, value] pair")
+        pairs.append((_latin1(pair[0]), _latin1(pair[1])))
     return tuple(pairs)
 
 
