@@ -9,6 +9,7 @@ scope) so that the offload middleware inside the app passes it through.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import sys
 import threading
@@ -188,22 +189,49 @@ def replay_asgi_sync(app: Any, request: StoredRequest, max_body: int) -> CachedR
     (database pools, clients and other startup work of FastAPI, Starlette and
     Quart apps), once; an app that does not speak lifespan is used without it.
     """
-    runner: _LoopRunner | None = getattr(_thread_loops, "runner", None)
-    if runner is None or runner.loop.is_closed():
-        runner = _thread_loops.runner = _LoopRunner()
-    return runner.loop.run_until_complete(runner.replay(app, request, max_body))
+    return _runner_for_this_thread().run(app, request, max_body)
 
 
 def close_replay_loop() -> None:
-    """Send ``lifespan.shutdown`` to the apps started on this thread's loop, then close the loop."""
-    runner: _LoopRunner | None = getattr(_thread_loops, "runner", None)
+    """Send ``lifespan.shutdown`` to the apps started on this thread's loop, then close the loop.
+
+    A worker thread may call this when it stops. Otherwise the loop of a
+    thread that has ended is closed by the next replay on any thread, or when
+    the interpreter exits.
+    """
+    with _runners_lock:
+        runner = _runners.pop(threading.current_thread(), None)
     if runner is not None:
-        del _thread_loops.runner
         runner.close()
 
 
-_thread_loops = threading.local()
+# Loops are kept per thread in a plain dict, not in thread-local storage, so that
+# they are closed at a known time, in a thread with no loop running, and never
+# left to the garbage collector (which may find one in a reference cycle, inside
+# another thread's event loop, where it cannot be shut down).
+_runners: dict[threading.Thread, _LoopRunner] = {}
+_runners_lock = threading.Lock()
 _log = logging.getLogger("offload.replay")
+
+
+def _runner_for_this_thread() -> _LoopRunner:
+    current = threading.current_thread()
+    with _runners_lock:
+        ended = [_runners.pop(thread) for thread in list(_runners) if not thread.is_alive()]
+        runner = _runners.get(current)
+        if runner is None or runner.loop.is_closed():
+            runner = _runners[current] = _LoopRunner()
+    for old in ended:
+        old.close()
+    return runner
+
+
+@atexit.register
+def _close_ended_threads_loops() -> None:
+    with _runners_lock:
+        ended = [_runners.pop(thread) for thread in list(_runners) if not thread.is_alive()]
+    for runner in ended:
+        runner.close()
 
 
 class _Lifespan:
@@ -227,7 +255,7 @@ class _Lifespan:
         elif reply.get("type") == "lifespan.startup.failed":
             raise RuntimeError(f"the app's lifespan startup failed: {reply.get('message', '')}")
 
-    async def stop(self, timeout: float = 10.0) -> None:
+    async def stop(self, timeout: float = 5.0) -> None:
         if self.supported and self.task is not None and not self.task.done():
             await self.inbox.put({"type": "lifespan.shutdown"})
             try:
@@ -254,6 +282,9 @@ class _LoopRunner:
         self.loop = asyncio.new_event_loop()
         self.lifespans: dict[int, _Lifespan] = {}
 
+    def run(self, app: Any, request: StoredRequest, max_body: int) -> CachedResponse:
+        return self.loop.run_until_complete(self.replay(app, request, max_body))
+
     async def replay(self, app: Any, request: StoredRequest, max_body: int) -> CachedResponse:
         lifespan = self.lifespans.get(id(app))
         if lifespan is None:
@@ -261,13 +292,6 @@ class _LoopRunner:
             await lifespan.start()  # a failed startup raises, and is tried again with the next job
             self.lifespans[id(app)] = lifespan
         return await replay_asgi(app, request, max_body, lifespan.state if lifespan.supported else None)
-
-    def __del__(self) -> None:
-        # The thread ended (its thread-local copy goes away): shut the apps down and close the loop.
-        try:
-            self.close()
-        except Exception:
-            self.loop.close()
 
     def close(self) -> None:
         if self.loop.is_closed():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -10,7 +11,7 @@ from typing import Any, TypeVar
 import pytest
 
 from offload.records import StoredRequest
-from offload.replay import BodyTooLarge, replay_asgi, replay_asgi_sync
+from offload.replay import BodyTooLarge, close_replay_loop, replay_asgi, replay_asgi_sync
 
 T = TypeVar("T")
 
@@ -27,8 +28,8 @@ REQUEST = StoredRequest(
 )
 
 
-def in_a_thread(func: Callable[[], T]) -> T:
-    """Run ``func`` in a thread of its own, as a worker thread (its event loop closes when it ends)."""
+def in_a_thread(func: Callable[[], T], close: bool = True) -> T:
+    """Run ``func`` in a thread of its own, as a worker thread, which closes its loop as it stops."""
     results: list[T] = []
     errors: list[BaseException] = []
 
@@ -37,6 +38,9 @@ def in_a_thread(func: Callable[[], T]) -> T:
             results.append(func())
         except BaseException as error:
             errors.append(error)
+        finally:
+            if close:
+                close_replay_loop()
 
     thread = threading.Thread(target=run)
     thread.start()
@@ -155,7 +159,7 @@ def test_one_loop_and_one_lifespan_startup_per_worker_thread() -> None:
     bodies = in_a_thread(lambda: [replay_asgi_sync(app, REQUEST, 100).body for _ in range(3)])
     assert bodies == [b"pool-1"] * 3
     assert len(app.loops) == 1
-    assert app.events == ["lifespan.startup", "lifespan.shutdown"], "shut down when the thread ends"
+    assert app.events == ["lifespan.startup", "lifespan.shutdown"], "shut down when the thread stops"
 
 
 def test_a_failed_lifespan_startup_fails_the_job_and_is_tried_again() -> None:
@@ -178,3 +182,33 @@ def test_apps_without_lifespan_are_used_without_it() -> None:
         await send({"type": "http.response.body", "body": b"fine"})
 
     assert in_a_thread(lambda: [replay_asgi_sync(app, REQUEST, 100).body for _ in range(2)]) == [b"fine"] * 2
+
+
+def test_the_loop_of_a_thread_that_ended_without_closing_it_is_shut_down_by_the_next_replay() -> None:
+    class Failing(LifespanApp):
+        async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+            if scope["type"] == "lifespan":
+                await super().__call__(scope, receive, send)
+                return
+            raise ValueError("the handler failed")
+
+    app = Failing()
+    kept: list[BaseException] = []
+
+    def failing_job() -> None:
+        try:
+            replay_asgi_sync(app, REQUEST, 100)
+        except ValueError as error:
+            kept.append(error)  # its traceback holds the thread's loop in a reference cycle
+
+    in_a_thread(failing_job, close=False)
+    assert app.events == ["lifespan.startup"]
+    kept.clear()
+
+    async def collect_inside_an_event_loop() -> None:
+        gc.collect()  # must not find an unclosed loop (warnings are errors in this suite)
+
+    asyncio.run(collect_inside_an_event_loop())
+    other = LifespanApp()
+    assert in_a_thread(lambda: replay_asgi_sync(other, REQUEST, 100).body) == b"pool-1"
+    assert app.events == ["lifespan.startup", "lifespan.shutdown"]
