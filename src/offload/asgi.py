@@ -157,12 +157,20 @@ def scope_path(scope: Scope) -> bytes:
     ``raw_path`` is preferred, so that any byte the client sent (not only
     valid UTF-8) reaches the key exactly as a WSGI server would decode it.
     """
-    root = str(scope.get("root_path", "")).encode("utf-8", "surrogateescape")
+    root = _utf8(scope.get("root_path", ""))
     raw = scope.get("raw_path")
-    path = unquote_to_bytes(bytes(raw)) if raw else str(scope.get("path", "")).encode("utf-8", "surrogateescape")
+    path = unquote_to_bytes(bytes(raw)) if raw else _utf8(scope.get("path", ""))
     if root and not path.startswith(root):
         path = root + path
     return path
+
+
+def _utf8(text: object) -> bytes:
+    # ASGI paths are decoded UTF-8; a server's escapes, even lone surrogates, must not raise here.
+    try:
+        return str(text).encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return str(text).encode("utf-8", "surrogatepass")
 
 
 def joined_headers(scope: Scope) -> dict[bytes, bytes]:
@@ -189,7 +197,7 @@ def request_from_scope(scope: Scope, key: str, path: bytes, query: bytes, settin
         headers.append((name, value))
     server = scope.get("server") or ("localhost", 80)
     client = scope.get("client") or ("", 0)
-    root = str(scope.get("root_path", "")).encode("utf-8", "surrogateescape")
+    root = _utf8(scope.get("root_path", ""))
     return StoredRequest(
         key=key,
         path=path,

@@ -121,4 +121,8 @@ def _bytes(text: str) -> bytes:
     try:
         return text.encode("latin-1")
     except UnicodeEncodeError:  # a server that broke PEP 3333's latin-1 rule
+        pass
+    try:
         return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # even a lone surrogate that stands for no byte must not raise
+        return text.encode("utf-8", "surrogatepass")
