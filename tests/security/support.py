@@ -1,0 +1,64 @@
+"""Helpers shared by the security tests: harnesses per protocol, running jobs, telling answers apart."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from offload.importer import replayer_for
+from offload.keys import request_key
+from offload.replay import close_replay_loop
+from offload.worker import Worker
+from tests.asgi.harness import ASGIHarness
+from tests.behaviour.harness import Harness, Result, WSGIHarness
+from tests.security import apps
+
+PROTOCOLS = ("wsgi", "asgi")
+
+#: The only statuses offload answers by itself; any other status must come from the app.
+OWN_STATUSES = frozenset({202, 414, 431, 503})
+
+
+def make(protocol: str, **options: Any) -> Harness:
+    """The security app behind offload's middleware for ``protocol``, on a fresh in-memory store by default."""
+    if "cache" not in options and "queue" not in options:
+        options.setdefault("url", f"memory://security-{uuid.uuid4().hex}")
+    options.setdefault("worker_threads", 0)
+    if protocol == "wsgi":
+        return WSGIHarness(apps.wsgi_app, **options)
+    return ASGIHarness(apps.asgi_app, **options)
+
+
+def drain(harness: Harness) -> int:
+    """Run every queued job in this thread, as a worker would; return how many answers were stored.
+
+    Claims are made without waiting, so an empty queue ends the run at once.
+    """
+    worker = Worker(harness.offloader, replayer_for(harness.middleware))
+    lease = harness.offloader.settings.lease
+    try:
+        while (claim := harness.offloader.queue.claim(lease, 0)) is not None:
+            worker.process(claim)
+    finally:
+        close_replay_loop()
+    return worker.jobs_done
+
+
+def from_app(result: Result) -> bool:
+    """Whether the app produced this answer (every answer of the security apps says so)."""
+    return (apps.FROM_APP[0], apps.FROM_APP[1]) in [(n.title(), v) for n, v in result.headers]
+
+
+def check_origin(result: Result) -> None:
+    """An answer is the app's, or one of offload's own: never a 500 (or anything else) of offload's making."""
+    if from_app(result):
+        return
+    assert result.status in OWN_STATUSES, f"offload answered {result.status} by itself: {result}"
+    if result.status in (202, 503):
+        assert result.header("Retry-After") is not None
+    assert result.header("Cache-Control") == "no-store"
+
+
+def key_of(path: bytes, query: bytes, vary: list[tuple[str, bytes | None]] | None = None) -> str:
+    """The request key offload gives a GET for ``path`` and ``query`` without credentials."""
+    return request_key(path, query, vary or [("authorization", None), ("cookie", None)])
