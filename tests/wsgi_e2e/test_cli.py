@@ -86,3 +86,11 @@ def test_python_dash_m_offload_help(stack: Stack) -> None:
         assert command in done.stdout
     version = stack.cli("--version")
     assert version.returncode == 0 and version.stdout.strip()
+
+
+def test_serve_wraps_a_bare_app_and_its_worker_replays_through_it(stack: Stack) -> None:
+    server = stack.serve("tests.wsgi_e2e.apps.plain:bare", workers=1)
+    assert server.get("/hello?bare=1").status == 202
+    hit = server.poll("/hello?bare=1")
+    assert (hit.status, hit.body) == (200, b"GET /hello?bare=1")
+    assert len(stack.events(target="/hello?bare=1")) == 1

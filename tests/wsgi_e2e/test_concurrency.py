@@ -43,4 +43,6 @@ def test_concurrent_misses_from_many_processes_run_the_handler_once(stack: Stack
     assert (hit.status, hit.body) == (200, b"GET /slow?s=1&race=1")
     wait_for(stack.idle, what="the queue to be empty")
     assert len(stack.events(target=target)) == 1, "N concurrent misses ran the handler exactly once"
+    jobs_ever = stack.sql("SELECT seq FROM sqlite_sequence WHERE name = 'offload_jobs'")
+    assert jobs_ever == [(1,)], "and enqueued exactly one job"
     assert len(stack.events("end", target=target)) == 1

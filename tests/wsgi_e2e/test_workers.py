@@ -101,3 +101,14 @@ def test_a_second_sigterm_hands_the_running_job_back(stack: Stack) -> None:
     assert (hit.status, hit.body) == (200, b"GET /slow?s=5&handback=1")
     assert stack.events(target=target) == [first.pid, second.pid]
     assert stack.events("end", target=target) == [second.pid]
+
+
+def test_sigterm_to_offload_serve_lets_its_worker_finish_the_running_job(stack: Stack) -> None:
+    server = stack.serve(workers=1)
+    target = "/slow?s=3&serve-term=1"
+    assert server.get(target).status == 202
+    (worker_pid,) = started_by(stack, target)
+    server.process.send_signal(signal.SIGTERM)
+    assert exit_code(server.process) == 0
+    assert stack.events("end", target=target) == [worker_pid], "the job ran to its end"
+    assert stack.status() == {"queued": 0, "running": 0, "cached": 1, "failed": 0}, "and its answer was stored"
