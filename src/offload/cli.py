@@ -112,6 +112,7 @@ def serve(
     log_level: str,
 ) -> None:
     """Serve APP over HTTP (gunicorn for WSGI, uvicorn for ASGI) and run its worker processes."""
+    from offload.importer import import_app
     from offload.serving import Supervisor, parse_bind
 
     _setup_logging(log_level)
@@ -119,6 +120,7 @@ def serve(
         host, port = parse_bind(bind)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--bind") from None
+    _load(app, import_app)  # a bad MODULE:ATTR is reported here, once, not as tracebacks from the children
     supervisor = Supervisor(
         app,
         url=url,
