@@ -64,8 +64,10 @@ def test_expire_matches_params_exactly(stack: Stack) -> None:
         ("not-a-spec", "MODULE:ATTR"),
     ],
 )
-def test_worker_with_a_bad_app_says_why_and_exits_2(stack: Stack, spec: str, message: str) -> None:
-    done = stack.cli("worker", spec, "--url", stack.db_url, "--burst")
+@pytest.mark.parametrize("command", ["worker", "serve"])
+def test_a_bad_app_is_reported_clearly_with_exit_code_2(stack: Stack, spec: str, message: str, command: str) -> None:
+    extra = ["--burst"] if command == "worker" else ["--bind", "127.0.0.1:0", "--workers", "0"]
+    done = stack.cli(command, spec, "--url", stack.db_url, *extra)
     assert done.returncode == 2
     assert message in done.stderr
     assert "Traceback" not in done.stderr
