@@ -31,3 +31,9 @@ check: lint test
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist src/*.egg-info
+
+# The chaos harness (docs/RELIABILITY.md); its needs are in the setup's extras.
+# CHAOS_ARGS="--mode long" for a release check, "--backend sqlite" for one backend.
+.PHONY: chaos
+chaos: setup
+	$(BIN)/python -m offload_bench.chaos $(CHAOS_ARGS)
