@@ -8,7 +8,9 @@ from dataclasses import dataclass, field
 from offload.errors import ConfigurationError
 from offload.keys import path_matcher
 
-#: Request headers never replayed: they describe one connection or a request body, not a GET.
+#: Request headers never replayed: they describe one connection or a request body, not a GET;
+#: or they ask for part of an answer (a 206 for ``Range``, a 304 for ``If-None-Match``),
+#: which, once cached, every later client would get instead of the whole answer.
 NEVER_REPLAYED = frozenset(
     {
         "connection",
@@ -22,6 +24,12 @@ NEVER_REPLAYED = frozenset(
         "content-length",
         "content-type",
         "expect",
+        "range",
+        "if-range",
+        "if-match",
+        "if-none-match",
+        "if-modified-since",
+        "if-unmodified-since",
     }
 )
 
