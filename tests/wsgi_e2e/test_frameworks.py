@@ -133,3 +133,17 @@ def test_post_passes_straight_through_to_the_app(site: Site) -> None:
     assert answer.status == 201
     assert len(site.stack.events(method="POST", target="/echo?")) == 1
     assert site.stack.status()["queued"] == 0
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"Range": "bytes=0-9"}, {"If-None-Match": '"v1"'}, {"If-Modified-Since": "Tue, 02 Jan 2024 00:00:00 GMT"}],
+    ids=["range", "if-none-match", "if-modified-since"],
+)
+def test_a_partial_or_conditional_first_request_caches_the_whole_answer(stack: Stack, headers: dict[str, str]) -> None:
+    """Flask's send_file answers 206 or 304 to such requests; cached, every later client would get that."""
+    server = stack.serve("tests.wsgi_e2e.apps.flask_app:app", workers=1)
+    assert server.get("/download", headers).status == 202
+    server.poll("/download", headers=headers)
+    plain = server.get("/download")
+    assert (plain.status, plain.body) == (200, BINARY)

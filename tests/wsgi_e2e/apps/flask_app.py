@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from flask import Flask, Response, request
+import io
+from datetime import datetime, timezone
+
+from flask import Flask, Response, request, send_file
 
 import offload
 from tests.wsgi_e2e.apps.common import BINARY, middleware_options, record
@@ -30,6 +33,14 @@ def binary() -> Response:
     response.headers["X-Between"] = "yes"
     response.set_cookie("second", "2", httponly=True)
     return response
+
+
+@app.get("/download")
+def download() -> Response:
+    """A file download: answers Range and conditional requests (206, 304) as Flask does."""
+    modified = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    data = io.BytesIO(BINARY)
+    return send_file(data, "application/octet-stream", download_name="data.bin", etag="v1", last_modified=modified)
 
 
 @app.route("/echo", methods=["GET", "POST"])
