@@ -586,9 +586,10 @@ class RedisQueue(Queue):
     def _claim(job_id: bytes, fields: Any, consumer: str, count: int) -> Claim:
         if not isinstance(fields, dict):  # a script returns a flat list of names and values
             fields = dict(zip(fields[::2], fields[1::2], strict=True))
-        return Claim(
-            job_id.decode(), fields[b"k"].decode("utf-8", "surrogateescape"), fields[b"p"], f"{consumer}/{count}"
-        )
+        # An entry offload did not write may lack either field: the worker then
+        # drops it as a job not in offload's format, instead of failing here.
+        key, payload = fields.get(b"k", b""), fields.get(b"p", b"")
+        return Claim(job_id.decode(), key.decode("utf-8", "surrogateescape"), payload, f"{consumer}/{count}")
 
     def _owner_args(self, claim: Claim) -> list[Any]:
         consumer, _, count = claim.token.rpartition("/")
