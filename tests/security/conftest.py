@@ -135,20 +135,16 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
 def _postgres(namespace: str) -> Iterator[Store]:
     try:
         importlib.import_module("offload.backends.postgres")
-    except ImportError as error:
-        unavailable(f"no postgresql:// backend to test ({error})")
-    try:
         import psycopg
-    except ImportError:
-        unavailable("psycopg is not installed")
+    except ImportError as error:
+        unavailable(f"the PostgreSQL backend cannot be imported ({error})")
     url = os.environ.get("OFFLOAD_TEST_POSTGRES_URL", "postgresql://127.0.0.1:5432/test")
-    schema = namespace.replace("-", "_")
     try:
-        with psycopg.connect(url, autocommit=True, connect_timeout=2) as connection:
-            connection.execute(f'CREATE SCHEMA "{schema}"')
+        psycopg.connect(url, connect_timeout=2).close()
     except psycopg.Error as error:
         unavailable(f"no PostgreSQL server at {url} ({error})")
+    schema = namespace.replace("-", "_")
     separator = "&" if "?" in url else "?"
-    yield Store("postgresql", {"url": f"{url}{separator}options=-csearch_path%3D{schema}", "namespace": namespace})
+    yield Store("postgresql", {"url": f"{url}{separator}schema={schema}", "namespace": namespace})
     with psycopg.connect(url, autocommit=True, connect_timeout=2) as connection:
-        connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from offload.importer import replayer_for
@@ -19,6 +23,32 @@ PROTOCOLS = ("wsgi", "asgi")
 OWN_STATUSES = frozenset({202, 414, 431, 503})
 
 
+class LoopASGIHarness(ASGIHarness):
+    """The ASGI harness on one event loop for all its requests, as a server runs, closed by :func:`close`.
+
+    A backend with native coroutines keeps connections per loop, to be closed
+    (``aclose``) before that loop ends: a loop per request would leave them open.
+    """
+
+    loop: asyncio.AbstractEventLoop | None = None
+
+    def request(
+        self, method: str, path: str, query: str = "", headers: list[tuple[str, str]] | None = None, body: bytes = b""
+    ) -> Result:
+        if self.loop is None:
+            self.loop = asyncio.new_event_loop()
+        return self.loop.run_until_complete(self.arequest(method, path, query, headers, body))
+
+    def close(self) -> None:
+        if self.loop is None:
+            return
+        for part in (self.offloader.cache, self.offloader.queue):
+            aclose = getattr(part, "aclose", None)
+            if inspect.iscoroutinefunction(aclose):
+                self.loop.run_until_complete(aclose())
+        self.loop.close()
+
+
 def make(protocol: str, **options: Any) -> Harness:
     """The security app behind offload's middleware for ``protocol``, on a fresh in-memory store by default."""
     if "cache" not in options and "queue" not in options:
@@ -26,7 +56,25 @@ def make(protocol: str, **options: Any) -> Harness:
     options.setdefault("worker_threads", 0)
     if protocol == "wsgi":
         return WSGIHarness(apps.wsgi_app, **options)
-    return ASGIHarness(apps.asgi_app, **options)
+    return LoopASGIHarness(apps.asgi_app, **options)
+
+
+def close(harness: Harness) -> None:
+    """Close what a harness opened: its event loop, then the backend's connections."""
+    if isinstance(harness, LoopASGIHarness):
+        harness.close()
+    harness.offloader.cache.close()
+    harness.offloader.queue.close()
+
+
+@contextmanager
+def opened(protocol: str, **options: Any) -> Iterator[Harness]:
+    """:func:`make`, closed at the end of the block."""
+    harness = make(protocol, **options)
+    try:
+        yield harness
+    finally:
+        close(harness)
 
 
 def drain(harness: Harness) -> int:
