@@ -5,7 +5,8 @@ variables:
 
 ``OFFLOAD_TEST_REDIS_URL``
     Redis (default ``redis://127.0.0.1:6379``). Without a database number the
-    tests take the first empty one from 1 up, and flush it around each test.
+    tests take the first empty, unlocked one from 1 up, lock it for the
+    session, and flush it around each test.
 ``OFFLOAD_TEST_AMQP_URL``
     The Celery broker (default ``amqp://guest:guest@127.0.0.1:5672//``);
     ``redis://`` works too.
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import os
 import socket
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
@@ -63,22 +65,40 @@ def _redis_client(url: str) -> Any:
 
 
 @pytest.fixture(scope="session")
-def redis_base_url() -> str:
+def redis_base_url() -> Iterator[str]:
+    """The Redis database these tests may flush: the URL's, else an empty one locked for the session.
+
+    The lock (``offload-test:lock:dbN`` in database 0, the convention of the
+    backend suite) keeps two test runs on one server out of each other's database.
+    """
     url = os.environ.get("OFFLOAD_TEST_REDIS_URL", "redis://127.0.0.1:6379")
     parts = urlsplit(url)
     if not reachable(parts.hostname or "127.0.0.1", parts.port or 6379):
         unavailable(f"no Redis server at {url}")
     if parts.path.strip("/"):
-        return url
-    for db in range(1, 16):
-        candidate = f"{url.rstrip('/')}/{db}"
-        client = _redis_client(candidate)
-        try:
-            if client.dbsize() == 0:
-                return candidate
-        finally:
-            client.close()
-    unavailable(f"no empty Redis database at {url}: set OFFLOAD_TEST_REDIS_URL=redis://host:port/N")
+        yield url
+        return
+    registry = _redis_client(f"{url.rstrip('/')}/0")
+    owner = f"{os.getpid()}-{uuid.uuid4().hex}"
+    try:
+        for db in range(1, 16):
+            lock = f"offload-test:lock:db{db}"
+            candidate = f"{url.rstrip('/')}/{db}"
+            client = _redis_client(candidate)
+            try:
+                if client.dbsize() != 0 or not registry.set(lock, owner, nx=True, ex=7200):
+                    continue
+            finally:
+                client.close()
+            try:
+                yield candidate
+            finally:
+                if registry.get(lock) == owner.encode():
+                    registry.delete(lock)
+            return
+    finally:
+        registry.close()
+    unavailable(f"no free Redis database at {url}: set OFFLOAD_TEST_REDIS_URL=redis://host:port/N")
 
 
 @pytest.fixture

@@ -33,7 +33,9 @@ entry evicted by memcached under memory pressure takes its listings with it
 ``evictions`` counter stays at zero), and ``stats()`` counts listings, so an
 answer evicted early is counted until its listed expiry.
 
-Values larger than ``chunk_size`` (memcached refuses items over 1 MiB by
+Keys memcached would refuse (spaces, control characters, over 200 bytes) are
+stored under a SHA-256 digest of the key; offload's own keys are short hex
+digests and stay readable. Values larger than ``chunk_size`` (memcached refuses items over 1 MiB by
 default) are stored in chunks under fresh keys, with a small header under the
 key itself that is written last; a missing or short chunk reads as a miss.
 Nothing read back is unpickled: values are bytes, index entries zlib-compressed
@@ -42,6 +44,7 @@ JSON, both checked before use.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -131,6 +134,17 @@ def exptime(ttl: float) -> int:
     """Seconds as memcached's expiry field: whole seconds, at least one, absolute past 30 days."""
     seconds = max(1, math.ceil(ttl))
     return int(time.time()) + seconds if seconds > _RELATIVE_LIMIT else seconds
+
+
+def memcached_key(key: str) -> str:
+    """``key`` as memcached accepts it: offload's own keys unchanged, others (spaces, length...) hashed.
+
+    >>> memcached_key("offload:r:ab12"), memcached_key("with space").startswith("offload-hash:")
+    ('offload:r:ab12', True)
+    """
+    if len(key) <= 200 and key.isascii() and key.isprintable() and " " not in key:
+        return key
+    return "offload-hash:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def check_plain_client(client: Any) -> None:
@@ -234,6 +248,7 @@ class MemcachedCache(Cache):
     # -- values -----------------------------------------------------------------
 
     def get(self, key: str) -> bytes | None:
+        key = memcached_key(key)
         with self._reaching("get"):
             value = self.client.get(key)
             if not isinstance(value, bytes):
@@ -260,10 +275,18 @@ class MemcachedCache(Cache):
         return value if len(value) == length else None
 
     def add(self, key: str, value: bytes, ttl: float) -> bool:
+        key, expire = memcached_key(key), exptime(ttl)
         with self._reaching("add"):
-            return bool(self.client.add(key, value, exptime(ttl), noreply=False))
+            stored = self._chunked(key, value, expire)
+            if self.client.add(key, stored, expire, noreply=False):
+                return True
+            if stored is not value:  # chunks written for nothing: drop them now rather than at expiry
+                meta = json.loads(stored[len(CHUNKS_MAGIC) :])
+                self.client.delete_many([f"{key}:c:{meta['id']}:{n}" for n in range(meta["n"])], noreply=False)
+            return False
 
     def set(self, key: str, value: bytes, ttl: float, index: IndexEntry | None = None) -> None:
+        key = memcached_key(key)
         with self._reaching("set"):
             if index is None:
                 self._update_index(key, lambda entries: entries.pop(key, None) is not None)
@@ -282,10 +305,14 @@ class MemcachedCache(Cache):
 
     def _store(self, key: str, value: bytes, ttl: float) -> None:
         expire = exptime(ttl)
+        stored = self.client.set(key, self._chunked(key, value, expire), expire, noreply=False)
+        if not stored:
+            raise BackendUnavailable(f"memcached refused to store {key}")
+
+    def _chunked(self, key: str, value: bytes, expire: int) -> bytes:
+        """What to store under ``key``: the value itself, or (after writing its chunks) a header naming them."""
         if len(value) <= self.chunk_size:
-            if not self.client.set(key, value, expire, noreply=False):
-                raise BackendUnavailable(f"memcached refused to store {key}")
-            return
+            return value
         chunk_id = uuid.uuid4().hex[:16]
         chunks = {
             f"{key}:c:{chunk_id}:{n}": value[start : start + self.chunk_size]
@@ -294,12 +321,10 @@ class MemcachedCache(Cache):
         failed = self.client.set_many(chunks, expire, noreply=False)
         if failed:
             raise BackendUnavailable(f"memcached refused to store {len(failed)} chunks of {key}")
-        header = CHUNKS_MAGIC + json.dumps({"id": chunk_id, "n": len(chunks), "length": len(value)}).encode()
-        if not self.client.set(key, header, expire, noreply=False):
-            raise BackendUnavailable(f"memcached refused to store {key}")
+        return CHUNKS_MAGIC + json.dumps({"id": chunk_id, "n": len(chunks), "length": len(value)}).encode()
 
     def touch(self, key: str, ttl: float) -> bool:
-        expire = exptime(ttl)
+        key, expire = memcached_key(key), exptime(ttl)
         with self._reaching("touch"):
             value = self.client.get(key)
             if value is None:
@@ -325,6 +350,7 @@ class MemcachedCache(Cache):
             return True
 
     def delete(self, key: str) -> None:
+        key = memcached_key(key)
         with self._reaching("delete"):
             self.client.delete(key, noreply=False)
             self._update_index(key, lambda entries: entries.pop(key, None) is not None)
