@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
-from offload.backends import open_backend, resolve_url
+from offload.backends import Cache, Queue, open_backend, resolve_url
 from offload.errors import OffloadError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -28,6 +28,38 @@ def url_option(func: F) -> F:
         default=None,
         help="Backend URL: sqlite:///file, memory://, redis://..., postgresql://... [env: OFFLOAD_URL]",
     )(func)
+
+
+def parts_options(func: F) -> F:
+    """``--cache`` and ``--queue``: take one part from another backend (memcached cache, Redis queue)."""
+    func = click.option(
+        "--queue",
+        "queue_url",
+        envvar="OFFLOAD_QUEUE_URL",
+        default=None,
+        help="Queue URL, when it is not the --url backend's [env: OFFLOAD_QUEUE_URL]",
+    )(func)
+    return click.option(
+        "--cache",
+        "cache_url",
+        envvar="OFFLOAD_CACHE_URL",
+        default=None,
+        help="Cache URL, e.g. memcached://host:11211, when it is not the --url backend's [env: OFFLOAD_CACHE_URL]",
+    )(func)
+
+
+def open_cache(url: str | None, cache_url: str | None) -> Cache | None:
+    """The cache the options name: ``--cache`` when given, else the ``--url`` backend's."""
+    from offload.adapters import adapt_cache
+
+    return adapt_cache(cache_url) if cache_url else open_backend(url).cache
+
+
+def open_queue(url: str | None, queue_url: str | None) -> Queue | None:
+    """The queue the options name: ``--queue`` when given, else the ``--url`` backend's."""
+    from offload.adapters import adapt_queue
+
+    return adapt_queue(queue_url) if queue_url else open_backend(url).queue
 
 
 def protocol_option(func: F) -> F:
@@ -55,6 +87,7 @@ def main() -> None:
 @main.command()
 @click.argument("app")
 @url_option
+@parts_options
 @click.option(
     "--concurrency", "-c", default=1, show_default=True, type=click.IntRange(1, 256), help="Jobs run at once (threads)."
 )
@@ -63,7 +96,16 @@ def main() -> None:
 @click.option(
     "--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"])
 )
-def worker(app: str, url: str | None, concurrency: int, burst: bool, protocol: str, log_level: str) -> None:
+def worker(
+    app: str,
+    url: str | None,
+    cache_url: str | None,
+    queue_url: str | None,
+    concurrency: int,
+    burst: bool,
+    protocol: str,
+    log_level: str,
+) -> None:
     """Process queued jobs for APP (MODULE:ATTR, the app wrapped in offload's middleware or the bare app)."""
     from offload.core import Offloader
     from offload.importer import find_offloader, import_app, replayer_for
@@ -73,9 +115,9 @@ def worker(app: str, url: str | None, concurrency: int, burst: bool, protocol: s
     target = _load(app, import_app)
     found = find_offloader(target)
     if found is None:
-        offloader = Offloader(url=url)
-    elif url is not None and url != found.url:
-        offloader = Offloader(url=url, settings=found.settings)
+        offloader = Offloader(url=url, cache=cache_url, queue=queue_url)
+    elif url or cache_url or queue_url:  # the command line names the backend: it wins
+        offloader = Offloader(url=url, cache=cache_url, queue=queue_url, settings=found.settings)
     else:
         offloader = found
     replay = replayer_for(target, None if protocol == "auto" else protocol)
@@ -89,6 +131,7 @@ def worker(app: str, url: str | None, concurrency: int, burst: bool, protocol: s
 @main.command()
 @click.argument("app")
 @url_option
+@parts_options
 @click.option("--bind", "-b", default="127.0.0.1:8000", show_default=True, help="HOST:PORT to listen on.")
 @click.option("--workers", "-w", default=1, show_default=True, type=click.IntRange(0, 256), help="Worker processes.")
 @click.option(
@@ -104,6 +147,8 @@ def worker(app: str, url: str | None, concurrency: int, burst: bool, protocol: s
 def serve(
     app: str,
     url: str | None,
+    cache_url: str | None,
+    queue_url: str | None,
     bind: str,
     workers: int,
     web_processes: int,
@@ -124,6 +169,8 @@ def serve(
     supervisor = Supervisor(
         app,
         url=url,
+        cache_url=cache_url,
+        queue_url=queue_url,
         host=host,
         port=port,
         workers=workers,
@@ -141,7 +188,8 @@ def serve(
     "--param", "-p", "params", multiple=True, metavar="KEY=VALUE", help="Only answers whose query has KEY=VALUE."
 )
 @url_option
-def expire(path: str, params: tuple[str, ...], url: str | None) -> None:
+@click.option("--cache", "cache_url", envvar="OFFLOAD_CACHE_URL", default=None, help="Cache URL, if not --url's.")
+def expire(path: str, params: tuple[str, ...], url: str | None, cache_url: str | None) -> None:
     """Drop cached answers for PATH ('*' matches anything, e.g. '/reports/*')."""
     pairs = []
     for param in params:
@@ -149,25 +197,32 @@ def expire(path: str, params: tuple[str, ...], url: str | None) -> None:
         if not sep or not name:
             raise click.BadParameter(f"{param!r} is not KEY=VALUE", param_hint="--param")
         pairs.append((name, value))
-    import offload
+    from offload.keys import normalize_params
 
-    count = _backend_call(lambda: offload.expire(path, pairs, url=url))
+    def run() -> int:
+        cache = open_cache(url, cache_url)
+        if cache is None:
+            raise click.ClickException(f"{_display_url(url)} has no cache: name one with --cache")
+        return cache.expire(path, normalize_params(pairs))
+
+    count = _backend_call(run)
     click.echo(f"expired {count} cached answer{'s' if count != 1 else ''}")
 
 
 @main.command()
 @url_option
+@parts_options
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
-def status(url: str | None, as_json: bool) -> None:
+def status(url: str | None, cache_url: str | None, queue_url: str | None, as_json: bool) -> None:
     """Show queued, running, cached and failed counts."""
 
     def counts() -> dict[str, int]:
-        backend = open_backend(url)
+        cache, queue = open_cache(url, cache_url), open_queue(url, queue_url)
         result = {"queued": 0, "running": 0, "cached": 0, "failed": 0}
-        if backend.queue is not None:
-            result.update(backend.queue.stats())
-        if backend.cache is not None:
-            result.update(backend.cache.stats())
+        if queue is not None:
+            result.update(queue.stats())
+        if cache is not None:
+            result.update(cache.stats())
         return result
 
     result = _backend_call(counts)

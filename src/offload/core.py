@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Awaitable, Callable, Generator
@@ -71,6 +72,9 @@ class Offloader:
             raise ConfigurationError("pass either settings= or keyword options, not both")
         self.settings = settings if settings is not None else Settings(**options)
         self.url = url
+        if url is None:  # as OFFLOAD_URL, these name the parts when the code names nothing
+            cache = cache if cache is not None else os.environ.get("OFFLOAD_CACHE_URL") or None
+            queue = queue if queue is not None else os.environ.get("OFFLOAD_QUEUE_URL") or None
         self._explicit_cache = cache
         self._explicit_queue = queue
         self._backend: Backend | None = None

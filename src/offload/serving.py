@@ -39,6 +39,8 @@ class Supervisor:
         *,
         url: str | None,
         host: str,
+        cache_url: str | None = None,
+        queue_url: str | None = None,
         port: int,
         workers: int = 1,
         web_processes: int = 2,
@@ -48,6 +50,8 @@ class Supervisor:
     ) -> None:
         self.app = app
         self.url = url
+        self.cache_url = cache_url
+        self.queue_url = queue_url
         self.host, self.port = host, port
         self.workers = workers
         self.web_processes = web_processes
@@ -61,8 +65,13 @@ class Supervisor:
     def _environment(self) -> dict[str, str]:
         env = dict(os.environ)
         env["OFFLOAD_APP"] = self.app
-        if self.url:
-            env["OFFLOAD_URL"] = self.url
+        for name, value in (
+            ("OFFLOAD_URL", self.url),
+            ("OFFLOAD_CACHE_URL", self.cache_url),
+            ("OFFLOAD_QUEUE_URL", self.queue_url),
+        ):
+            if value:
+                env[name] = value
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.getcwd(), env.get("PYTHONPATH")]))
         return env
 
