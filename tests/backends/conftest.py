@@ -26,11 +26,10 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
-from backend_contract import BackendSpec
+from backend_contract import BackendSpec, unavailable
 
 from offload.backends import Cache, Queue
 from offload.errors import MissingDependency
@@ -43,13 +42,6 @@ BACKENDS: dict[str, str] = {
     "memcached+redis": "memcached_spec",
     "postgres": "postgres_spec",
 }
-
-
-def unavailable(reason: str) -> NoReturn:
-    """Skip a test whose server or driver is missing, or fail it when servers are required."""
-    if os.environ.get("OFFLOAD_REQUIRE_SERVERS") == "1":
-        pytest.fail(f"{reason} (OFFLOAD_REQUIRE_SERVERS=1)", pytrace=False)
-    pytest.skip(reason)
 
 
 @pytest.fixture(params=list(BACKENDS))
@@ -96,25 +88,40 @@ def sqlite_spec(tmp_path: Path) -> BackendSpec:
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> str:
-    """A Redis database the suite may flush: the one named by the URL, else an empty one."""
+def redis_url() -> Iterator[str]:
+    """A Redis database the suite may flush: the one named by the URL, else an empty one it locks for the session.
+
+    The lock (a key in database 0) keeps two test runs on one server from
+    flushing each other's database.
+    """
     url = os.environ.get("OFFLOAD_TEST_REDIS_URL", "redis://127.0.0.1:6379")
     try:
         import redis
     except ImportError:
         unavailable('the redis client is not installed: pip install "offload[redis]"')
+    options = {"socket_connect_timeout": 2, "socket_timeout": 5}
     try:
-        with redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5) as client:
+        with redis.Redis.from_url(url, **options) as client:
             client.ping()
         if urlsplit(url).path.strip("/"):
-            return url
-        for number in range(15, 0, -1):
-            with redis.Redis.from_url(url, db=number, socket_connect_timeout=2, socket_timeout=5) as client:
-                if client.dbsize() == 0:
-                    return urlunsplit(urlsplit(url)._replace(path=f"/{number}"))
+            yield url
+            return
+        with redis.Redis.from_url(url, db=0, **options) as registry:
+            owner = f"{os.getpid()}-{uuid.uuid4().hex}"
+            for number in range(15, 0, -1):
+                lock = f"offload-test:lock:db{number}"
+                with redis.Redis.from_url(url, db=number, **options) as client:
+                    if client.dbsize() != 0 or not registry.set(lock, owner, nx=True, ex=7200):
+                        continue
+                try:
+                    yield urlunsplit(urlsplit(url)._replace(path=f"/{number}"))
+                finally:
+                    if registry.get(lock) == owner.encode():
+                        registry.delete(lock)
+                return
     except redis.RedisError as error:
         unavailable(f"no Redis server at {url} ({error}); set OFFLOAD_TEST_REDIS_URL")
-    unavailable(f"no empty database on the Redis server at {url}; name one in OFFLOAD_TEST_REDIS_URL")
+    unavailable(f"no free database on the Redis server at {url}; name one in OFFLOAD_TEST_REDIS_URL")
 
 
 @pytest.fixture

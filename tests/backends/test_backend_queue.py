@@ -83,11 +83,11 @@ def test_a_job_whose_lease_ran_out_is_claimable_again(queue: Queue) -> None:
 
 def test_extend_keeps_a_long_job(queue: Queue) -> None:
     queue.push("key", b"payload")
-    claim = claim_now(queue, lease=0.5)
+    claim = claim_now(queue, lease=2)
     assert claim is not None
     assert queue.extend(claim, 60) is True
-    time.sleep(1.0)  # well past the first lease
-    assert queue.claim(lease=0.5, wait=0.5) is None
+    time.sleep(2.5)  # past the first lease
+    assert queue.claim(lease=2, wait=0.5) is None
     assert queue.stats() == {"queued": 0, "running": 1}
     queue.ack(claim)
     assert queue.stats() == {"queued": 0, "running": 0}

@@ -47,6 +47,7 @@ Queue
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import socket
@@ -73,8 +74,6 @@ except ImportError as error:  # pragma: no cover - depends on the environment
     ) from None
 
 if TYPE_CHECKING:
-    import asyncio
-
     from redis.commands.core import AsyncScript, Script
 
     from offload.backends import Backend
@@ -114,7 +113,16 @@ class RedisConnection:
             weakref.WeakKeyDictionary()
         )
         self._scripts: dict[tuple[int, str], Script] = {}
+        self.external = False  # a client of the application's own (see from_client)
         self._async_scripts: dict[tuple[int, str], AsyncScript] = {}
+
+    @classmethod
+    def from_client(cls, client: redis.Redis, prefix: str = "offload") -> RedisConnection:
+        """Use a client the application already has; offload never closes it."""
+        connection = cls(f"redis://?prefix={prefix}")
+        connection._client = connection._blocking = client
+        connection.external = True
+        return connection
 
     def key(self, name: str) -> str:
         return f"{self.prefix}:{name}"
@@ -141,8 +149,6 @@ class RedisConnection:
 
     def async_client(self) -> redis.asyncio.Redis:
         """An asyncio client for the running event loop (an asyncio connection belongs to one loop)."""
-        import asyncio
-
         loop = asyncio.get_running_loop()
         client = self._async.get(loop)
         if client is None:
@@ -152,8 +158,6 @@ class RedisConnection:
 
     async def aclose(self) -> None:
         """Close the running event loop's connections (before that loop ends)."""
-        import asyncio
-
         client = self._async.pop(asyncio.get_running_loop(), None)
         if client is not None:
             self._async_scripts = {k: v for k, v in self._async_scripts.items() if k[0] != id(client)}
@@ -185,6 +189,8 @@ class RedisConnection:
             raise BackendUnavailable(f"Redis at {self.display_url}: {type(error).__name__}: {error}") from error
 
     def close(self) -> None:
+        if self.external:
+            return
         with self._lock:
             for client in (self._client, self._blocking):
                 if client is not None:
@@ -306,6 +312,11 @@ class RedisCache(Cache):
         self._paths = connection.key("paths")
         self._entries = connection.key("entries")
 
+    @classmethod
+    def from_client(cls, client: redis.Redis) -> RedisCache:
+        """The cache over a ``redis.Redis`` client the application already has (``cache=redis.Redis(...)``)."""
+        return cls(RedisConnection.from_client(client))
+
     def _index_keys(self, key: str) -> list[str]:
         return [key, self._answers, self._failed, self._paths, self._entries]
 
@@ -372,15 +383,21 @@ class RedisCache(Cache):
     # Native coroutines, awaited by the ASGI middleware instead of a thread.
 
     async def aget(self, key: str) -> bytes | None:
+        if self.redis.external:  # no asyncio twin of the application's client: a thread does it
+            return await asyncio.to_thread(self.get, key)
         with self.redis.errors():
             value: Any = await self.redis.async_client().get(key)
         return _bytes_or_none(value)
 
     async def aadd(self, key: str, value: bytes, ttl: float) -> bool:
+        if self.redis.external:
+            return await asyncio.to_thread(self.add, key, value, ttl)
         with self.redis.errors():
             return bool(await self.redis.async_client().set(key, value, px=_ms(ttl), nx=True))
 
     async def adelete(self, key: str) -> None:
+        if self.redis.external:
+            return await asyncio.to_thread(self.delete, key)
         with self.redis.errors():
             await self.redis.async_script(_DELETE)(self._index_keys(key), [])
 
