@@ -130,7 +130,7 @@ class Stack:
 
     directory: Path
     env: dict[str, str]
-    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    processes: list[subprocess.Popen[Any]] = field(default_factory=list)
     _outputs: dict[int, tuple[Path, IO[bytes]]] = field(default_factory=dict)
 
     @property

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -51,8 +52,10 @@ def _repair(database: Path) -> None:
 
 
 @pytest.mark.parametrize("breakage", [_missing_directory, _directory_in_the_way], ids=["no-directory", "dir-as-file"])
-def test_an_unusable_backend_answers_503_then_recovers_by_itself(stack: Stack, breakage: object) -> None:
-    database = breakage(stack.directory)  # type: ignore[operator]
+def test_an_unusable_backend_answers_503_then_recovers_by_itself(
+    stack: Stack, breakage: Callable[[Path], Path]
+) -> None:
+    database = breakage(stack.directory)
     server = stack.serve(workers=1, url=f"sqlite:///{database}")
     down = server.get("/hello?outage=1")
     assert down.status == 503
@@ -64,7 +67,11 @@ def test_an_unusable_backend_answers_503_then_recovers_by_itself(stack: Stack, b
     assert "Traceback" not in server.log()
 
     _repair(database)
-    recovered = wait_for(lambda: (answer := server.get("/hello?outage=1")).status != 503 and answer, 60, "recovery")
-    assert recovered.status == 202
+
+    def recovered() -> int | None:
+        status = server.get("/hello?outage=1").status
+        return None if status == 503 else status
+
+    assert wait_for(recovered, 60, "the backend to be usable again") == 202
     hit = server.poll("/hello?outage=1", timeout=90)
     assert (hit.status, hit.body) == (200, b"GET /hello?outage=1")

@@ -12,7 +12,12 @@ from tests.wsgi_e2e.conftest import Stack, wait_for
 
 def started_by(stack: Stack, target: str, count: int = 1) -> list[int]:
     """Wait until the handler for ``target`` has started ``count`` times; return the pids that ran it."""
-    return wait_for(lambda: (pids := stack.events(target=target)) and len(pids) >= count and pids, 60, f"{target}")
+
+    def pids() -> list[int] | None:
+        found = stack.events(target=target)
+        return found if len(found) >= count else None
+
+    return wait_for(pids, 60, f"{target} to start {count} time(s)")
 
 
 def exit_code(process: subprocess.Popen[bytes], timeout: float = 60) -> int:
