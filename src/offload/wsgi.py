@@ -101,7 +101,7 @@ def request_from_environ(
         size += len(header) + len(raw) + 4
         if size > settings.max_headers:
             raise RequestTooLarge()
-        headers.append((header.encode("latin-1"), raw))
+        headers.append((_bytes(header), raw))
     port = str(environ.get("SERVER_PORT", "80"))
     protocol = str(environ.get("SERVER_PROTOCOL", "HTTP/1.1"))
     return StoredRequest(
