@@ -32,7 +32,8 @@ def harness(protocol: str) -> Iterator[Harness]:
 
 
 def queued(harness: Harness) -> int:
-    return harness.offloader.queue.stats()["queued"]
+    count: int = harness.offloader.queue.stats()["queued"]
+    return count
 
 
 @pytest.mark.parametrize(("path", "query"), [("/" + "p" * 100_000, ""), ("/", "q=" + "z" * MIB), ("/a", "&" * 9000)])
