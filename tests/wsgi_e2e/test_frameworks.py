@@ -7,16 +7,16 @@ order (repeated ``Set-Cookie`` included), same bytes.
 
 from __future__ import annotations
 
-import importlib
-import io
-import wsgiref.util
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from tests.wsgi_e2e.apps.common import BINARY
+from tests.wsgi_e2e.apps.common import BINARY, LOG_VARIABLE
 from tests.wsgi_e2e.conftest import Server, Stack, running_stack
 
 #: Framework -> (the app ``offload serve`` runs, where the bare app is inside it).
@@ -32,19 +32,18 @@ class Site:
     name: str
     stack: Stack
     server: Server
-    bare: Any
+    spec: str
+    inside: str
 
     def expected(self, method: str, path: str, query: str = "", body: bytes = b"") -> tuple[int, list[Any], bytes]:
-        """What the bare app answers in this process: status, headers, body."""
-        return call_wsgi(self.bare, method, path, query, body, self.server.port)
-
-
-def _bare_app(spec: str, inside: str) -> Any:
-    module_name, _, attribute = spec.partition(":")
-    target: Any = getattr(importlib.import_module(module_name), attribute)
-    for part in inside.split("."):
-        target = getattr(target, part)
-    return target
+        """What the bare app answers when called directly, in a process of its own: status, headers, body."""
+        command = [sys.executable, "-m", "tests.wsgi_e2e.bare_call", self.spec, self.inside, method, path, query]
+        command += [body.hex(), str(self.server.port)]
+        quiet = {name: value for name, value in self.stack.env.items() if name != LOG_VARIABLE}  # not counted
+        done = subprocess.run(command, env=quiet, capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 0, done.stderr
+        answer = json.loads(done.stdout)
+        return answer["status"], [tuple(pair) for pair in answer["headers"]], bytes.fromhex(answer["body"])
 
 
 @pytest.fixture(scope="module", params=sorted(FRAMEWORKS))
@@ -52,38 +51,7 @@ def site(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     spec, inside = FRAMEWORKS[request.param]
     with running_stack(tmp_path_factory.mktemp(request.param)) as stack:
         server = stack.serve(spec, workers=1)
-        yield Site(request.param, stack, server, _bare_app(spec, inside))
-
-
-def call_wsgi(app: Any, method: str, path: str, query: str, body: bytes, port: int) -> tuple[int, list[Any], bytes]:
-    environ: dict[str, Any] = {
-        "REQUEST_METHOD": method,
-        "PATH_INFO": path,
-        "QUERY_STRING": query,
-        "SERVER_NAME": "127.0.0.1",
-        "SERVER_PORT": str(port),
-        "HTTP_HOST": f"127.0.0.1:{port}",
-        "wsgi.input": io.BytesIO(body),
-    }
-    if body:
-        environ["CONTENT_LENGTH"] = str(len(body))
-    wsgiref.util.setup_testing_defaults(environ)
-    started: list[Any] = []
-
-    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-        started[:] = [status, headers]
-        return lambda data: None
-
-    chunks = app(environ, start_response)
-    try:
-        data = b"".join(chunks)
-    finally:
-        close = getattr(chunks, "close", None)
-        if close is not None:
-            close()
-    # On the wire, whitespace around a header value is not part of it (Django starts Set-Cookie values with one).
-    headers = [(name, value.strip(" \t")) for name, value in started[1]]
-    return int(started[0].split()[0]), headers, data
+        yield Site(request.param, stack, server, spec, inside)
 
 
 def test_a_miss_answers_202_then_the_app_answer_byte_for_byte(site: Site) -> None:
