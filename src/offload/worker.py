@@ -63,6 +63,7 @@ class Worker:
         self.claim_wait = claim_wait
         self.stopping = threading.Event()  # finish running jobs, claim no more
         self.aborting = threading.Event()  # hand running jobs back now
+        self._finished = threading.Event()  # run() returned: the heartbeat stops
         self.jobs_done = 0
         self._in_flight: dict[str, Claim] = {}
         self._lock = threading.Lock()
@@ -81,12 +82,16 @@ class Worker:
         heartbeat.start()
         for thread in threads:
             thread.start()
-        while any(thread.is_alive() for thread in threads):
-            if self.aborting.wait(0.2):
-                self._hand_back_all()
-                return 1
-        self.stopping.set()
-        return 0
+        try:
+            while any(thread.is_alive() for thread in threads):
+                if self.aborting.wait(0.2):
+                    self._hand_back_all()
+                    return 1
+            self.stopping.set()
+            return 0
+        finally:
+            self._finished.set()
+            heartbeat.join(5)
 
     def stop(self, graceful: bool = True) -> None:
         """Stop claiming; unless ``graceful``, hand running jobs back at once."""
@@ -213,7 +218,7 @@ class Worker:
 
     def _heartbeat(self) -> None:
         interval = self.settings.lease / 3
-        while not self.aborting.wait(interval):
+        while not self._finished.wait(interval):
             with self._lock:
                 claims = list(self._in_flight.values())
             for claim in claims:
