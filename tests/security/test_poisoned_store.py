@@ -333,3 +333,18 @@ def test_a_foreign_chunk_header_in_memcached_is_a_miss(store: Store, marker: Pat
         assert harness.request("GET", "/chunks").status == 202
         assert drain(harness) == 1
         assert harness.request("GET", "/chunks").body == b"ok"
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("store", ["redis"], indirect=True)
+def test_a_redis_value_of_another_type_is_a_miss(store: Store, protocol: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Another program stores a hash under a URL's key: a miss and a log line, not a 503 for an outage."""
+    with opened(protocol, **store.options) as harness:
+        offloader: Any = harness.offloader
+        key = offloader.response_key(key_of(b"/wrong-type", b""))
+        offloader.cache.redis.client.hset(key, "field", "value")
+        with caplog.at_level(logging.WARNING, logger="offload"):
+            assert harness.request("GET", "/wrong-type").status == 202
+        assert any("offload's format" in r.getMessage() for r in caplog.records)
+        assert drain(harness) == 1
+        assert harness.request("GET", "/wrong-type").body == b"ok"

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import socket
 import threading
@@ -77,6 +78,8 @@ if TYPE_CHECKING:
     from redis.commands.core import AsyncScript, Script
 
     from offload.backends import Backend
+
+log = logging.getLogger("offload.redis")
 
 #: A lease longer than this is cut to it; a job read by a worker that died
 #: before it could record its lease also comes back after this long.
@@ -321,9 +324,10 @@ class RedisCache(Cache):
         return [key, self._answers, self._failed, self._paths, self._entries]
 
     def get(self, key: str) -> bytes | None:
-        with self.redis.errors():
+        with self.redis.errors(), _foreign_value_is_a_miss(key):
             value: Any = self.redis.client.get(key)
-        return _bytes_or_none(value)
+            return _bytes_or_none(value)
+        return None
 
     def add(self, key: str, value: bytes, ttl: float) -> bool:
         with self.redis.errors():
@@ -385,9 +389,10 @@ class RedisCache(Cache):
     async def aget(self, key: str) -> bytes | None:
         if self.redis.external:  # no asyncio twin of the application's client: a thread does it
             return await asyncio.to_thread(self.get, key)
-        with self.redis.errors():
+        with self.redis.errors(), _foreign_value_is_a_miss(key):
             value: Any = await self.redis.async_client().get(key)
-        return _bytes_or_none(value)
+            return _bytes_or_none(value)
+        return None
 
     async def aadd(self, key: str, value: bytes, ttl: float) -> bool:
         if self.redis.external:
@@ -404,6 +409,17 @@ class RedisCache(Cache):
     async def aclose(self) -> None:
         """Close the connections of the running event loop; call it before the loop ends."""
         await self.redis.aclose()
+
+
+@contextlib.contextmanager
+def _foreign_value_is_a_miss(key: str) -> Iterator[None]:
+    """A key holding something else than a string (a hash, a list) is not ours: a miss, not an outage."""
+    try:
+        yield
+    except redis.ResponseError as error:
+        if not str(error).startswith("WRONGTYPE"):
+            raise
+        log.warning("ignoring %s: it holds a Redis value of another type, not offload's format", key)
 
 
 def _bytes_or_none(value: Any) -> bytes | None:
