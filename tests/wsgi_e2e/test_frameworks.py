@@ -1,8 +1,9 @@
 """Flask, Django and a plain WSGI callable behind ``offload serve``: real HTTP, real worker process.
 
 Each answer served from the cache is compared with what the bare app answers
-in this process for the same request: same status, same headers in the same
-order (repeated ``Set-Cookie`` included), same bytes.
+when called directly (no HTTP server, no offload) for the same request: same
+status, same headers in the same order (repeated ``Set-Cookie`` included),
+same bytes.
 """
 
 from __future__ import annotations
