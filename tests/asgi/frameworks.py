@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import importlib
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 from offload.importer import find_offloader, replayer_for
 from offload.worker import Worker
+
+ROOT = Path(__file__).resolve().parents[2]
 
 #: Name -> (module, attribute): the documented examples in tests/asgi/apps.
 APPS = {
@@ -41,3 +47,25 @@ def run_jobs(app: Any) -> int:
     worker = Worker(offloader, replayer_for(app), burst=True, claim_wait=0.05)
     worker.run(install_signals=False)
     return worker.jobs_done
+
+
+#: Set in a child interpreter that runs one test on its own.
+ISOLATED = "OFFLOAD_TEST_ISOLATED"
+
+
+def needs_own_process(name: str) -> bool:
+    """Django's settings are global to a process: its in-process cases run in a child interpreter.
+
+    So they neither depend on nor disturb the Django settings of other tests
+    in the same run.
+    """
+    return name == "django" and not os.environ.get(ISOLATED)
+
+
+def run_in_own_process(nodeid: str) -> None:
+    """Run one test (a pytest node id) in a fresh interpreter and fail if it fails."""
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", nodeid]
+    result = subprocess.run(
+        command, cwd=ROOT, env={**os.environ, ISOLATED: "1"}, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, f"{nodeid} failed in its own process:\n{result.stdout}\n{result.stderr}"

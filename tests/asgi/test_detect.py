@@ -12,6 +12,7 @@ import pytest
 from offload.asgi import ASGIMiddleware
 from offload.importer import find_offloader, is_asgi
 from offload.wsgi import WSGIMiddleware
+from tests.asgi.frameworks import needs_own_process, run_in_own_process
 
 
 def _django_asgi() -> Any:
@@ -70,12 +71,18 @@ WSGI_APPS: dict[str, Callable[[], Any]] = {
 
 
 @pytest.mark.parametrize("name", sorted(ASGI_APPS))
-def test_asgi_apps_are_detected(name: str) -> None:
+def test_asgi_apps_are_detected(name: str, request: pytest.FixtureRequest) -> None:
+    if needs_own_process(name):
+        run_in_own_process(request.node.nodeid)
+        return
     assert is_asgi(ASGI_APPS[name]()) is True
 
 
 @pytest.mark.parametrize("name", sorted(WSGI_APPS))
-def test_wsgi_apps_are_not_taken_for_asgi(name: str) -> None:
+def test_wsgi_apps_are_not_taken_for_asgi(name: str, request: pytest.FixtureRequest) -> None:
+    if needs_own_process(name):
+        run_in_own_process(request.node.nodeid)
+        return
     assert is_asgi(WSGI_APPS[name]()) is False
 
 
