@@ -44,11 +44,12 @@ class CachedResponse:
     created: float = 0.0
     failed: bool = False
     expires: float = 0.0
+    reason: str = ""
 
     @property
     def status_line(self) -> str:
-        """The WSGI status string, such as ``"200 OK"``."""
-        return f"{self.status} {_reason(self.status)}"
+        """The WSGI status string: the app's own reason phrase if it gave one, such as ``"200 Fine"``."""
+        return f"{self.status} {self.reason or _reason(self.status)}"
 
     def encode(self) -> bytes:
         meta = {
@@ -59,6 +60,7 @@ class CachedResponse:
             "created": self.created,
             "expires": self.expires,
             "failed": self.failed,
+            "reason": self.reason,
         }
         return MAGIC + _dump(meta) + b"\n" + self.body
 
@@ -70,6 +72,7 @@ class CachedResponse:
         created = meta.get("created")
         expires = meta.get("expires", 0.0)
         failed = meta.get("failed")
+        reason = meta.get("reason", "")
         if not isinstance(status, int) or not 100 <= status <= 999:
             raise CorruptRecord("response record has no valid status")
         if length != len(body):
@@ -78,9 +81,12 @@ class CachedResponse:
             not isinstance(created, (int, float))
             or not isinstance(expires, (int, float))
             or not isinstance(failed, bool)
+            or not isinstance(reason, str)
+            or any(c in reason for c in "\r\n")
         ):
             raise CorruptRecord("response record has invalid metadata")
-        return cls(status, _headers(meta.get("headers")), body, float(created), failed, float(expires))
+        _latin1(reason)
+        return cls(status, _headers(meta.get("headers")), body, float(created), failed, float(expires), reason)
 
 
 @dataclass(frozen=True, slots=True)

@@ -95,10 +95,20 @@ def replay_wsgi(app: WSGIApplication, request: StoredRequest, max_body: int) -> 
     if not started:
         raise RuntimeError("the app returned without calling start_response")
     status_text, headers = started
-    code = str(status_text).split(" ", 1)[0]
-    if not (code.isdigit() and len(code) == 3):
+    code, _, reason = str(status_text).partition(" ")
+    if not (code.isdigit() and len(code) == 3) or "\r" in reason or "\n" in reason:
         raise RuntimeError(f"the app answered an invalid status {status_text!r}")
-    return CachedResponse(int(code), tuple((str(n), str(v)) for n, v in headers), b"".join(chunks))
+    if not _is_latin1(reason):
+        reason = ""  # not sendable as it is: the standard phrase is used
+    return CachedResponse(int(code), tuple((str(n), str(v)) for n, v in headers), b"".join(chunks), reason=reason)
+
+
+def _is_latin1(text: str) -> bool:
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 async def replay_asgi(

@@ -118,6 +118,7 @@ class Supervisor:
             self.log_level,
             "--graceful-timeout",
             "30",
+            *_gunicorn_extra_options(),
         ]
 
     def worker_command(self) -> list[str]:
@@ -165,3 +166,15 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def _gunicorn_extra_options() -> list[str]:
+    """Options only some gunicorn versions have.
+
+    gunicorn 27 opens a control socket at one path per user: two servers on a
+    machine would share it, and offload does not use it.
+    """
+    from importlib.metadata import version as installed_version
+
+    version = tuple(int(part) for part in installed_version("gunicorn").split(".")[:2] if part.isdigit())
+    return ["--no-control-socket"] if version >= (27, 0) else []

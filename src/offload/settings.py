@@ -33,6 +33,11 @@ NEVER_REPLAYED = frozenset(
     }
 )
 
+#: Request headers replayed only when they are in ``vary``: the app would answer
+#: differently for them (a gzipped body for ``Accept-Encoding: gzip``), and an
+#: answer shared by every client must suit every client.
+REPLAYED_ONLY_WHEN_VARIED = frozenset({"accept-encoding"})
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -95,7 +100,7 @@ class Settings:
                 raise ConfigurationError(f"path_ttls[{pattern!r}] must be a positive number of seconds")
             rules.append((path_matcher(pattern), float(seconds)))
         object.__setattr__(self, "_ttl_rules", tuple(rules))
-        object.__setattr__(self, "vary", tuple(name.lower() for name in self.vary))
+        object.__setattr__(self, "vary", tuple(name.lower() for name in vary_list(self.vary)))
         if self.replay_headers is not None:
             object.__setattr__(self, "replay_headers", frozenset(name.lower() for name in self.replay_headers))
 
@@ -110,11 +115,17 @@ class Settings:
         """Whether a request header (lowercase name) is stored for the worker's replay."""
         if name in NEVER_REPLAYED:
             return False
+        if name in REPLAYED_ONLY_WHEN_VARIED and name not in self.vary:
+            return False
         return self.replay_headers is None or name in self.replay_headers
 
 
 def vary_list(value: Iterable[str] | str) -> tuple[str, ...]:
-    """Accept ``"Authorization, Cookie"`` as well as a list of names."""
+    """Accept ``"Authorization, Cookie"`` as well as a list of names.
+
+    >>> vary_list("Authorization, Cookie")
+    ('Authorization', 'Cookie')
+    """
     if isinstance(value, str):
         return tuple(part.strip() for part in value.split(",") if part.strip())
     return tuple(value)

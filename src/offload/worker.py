@@ -207,7 +207,7 @@ class Worker:
                     continue
                 return self._failure(500, f"offload: the job failed {settings.max_attempts} times\n")
             log.info("%s -> %d in %.3fs", _describe(request), response.status, time.time() - started)
-            return CachedResponse(response.status, response.headers, response.body, created=time.time())
+            return dataclasses.replace(response, created=time.time())
         raise AssertionError("unreachable")
 
     def _failure(self, status: int, message: str) -> CachedResponse:
