@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any, Literal
 
-from offload.backends import Backend, Cache, Queue, open_backend
+from offload.backends import Backend, Cache, Queue, open_backend, resolve_url
 from offload.errors import BackendUnavailable, ConfigurationError, CorruptRecord, QueueFull
 from offload.keys import request_key
 from offload.local import LocalTier
@@ -71,10 +71,10 @@ class Offloader:
         if settings is not None and options:
             raise ConfigurationError("pass either settings= or keyword options, not both")
         self.settings = settings if settings is not None else Settings(**options)
-        self.url = url
         if url is None:  # as OFFLOAD_URL, these name the parts when the code names nothing
             cache = cache if cache is not None else os.environ.get("OFFLOAD_CACHE_URL") or None
             queue = queue if queue is not None else os.environ.get("OFFLOAD_QUEUE_URL") or None
+        self.url = resolve_url(url)  # read the environment now, not at the first request
         self._explicit_cache = cache
         self._explicit_queue = queue
         self._backend: Backend | None = None
