@@ -19,6 +19,7 @@ from urllib.parse import unquote_to_bytes
 
 from offload.core import OPERATIONS, Offloader, Operation, RequestTooLarge
 from offload.errors import BackendUnavailable, QueueFull
+from offload.middleware import Middleware
 from offload.records import CachedResponse, StoredRequest
 from offload.replay import REPLAY_KEY
 from offload.settings import Settings
@@ -36,7 +37,7 @@ BACKEND_THREADS = 16
 _executor = ThreadPoolExecutor(max_workers=BACKEND_THREADS, thread_name_prefix="offload-backend")
 
 
-class ASGIMiddleware:
+class ASGIMiddleware(Middleware[ASGIApp]):
     """Serve slow GET endpoints of an ASGI app from a cache, computed by background workers.
 
     A GET or HEAD is answered from the cache when a worker has computed it.
@@ -74,14 +75,10 @@ class ASGIMiddleware:
         settings: Settings | None = None,
         **options: Any,
     ) -> None:
-        self.app = app
-        if settings is None:
-            options["ttl"] = ttl
-        self.offloader = Offloader(url=url, cache=cache, queue=queue, settings=settings, **options)
+        super().__init__(
+            app, url=url, cache=cache, queue=queue, ttl=ttl, worker_threads=worker_threads, settings=settings, **options
+        )
         self._calls = BackendCalls(self.offloader)
-        from offload.inline import InlineWorkers
-
-        self._inline = InlineWorkers(self, self.offloader, worker_threads)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = scope.get("method", "GET")
@@ -104,10 +101,6 @@ class ASGIMiddleware:
             await self.app(scope, receive, send)
             return
         await send_response(send, response, with_body=method != "HEAD")
-
-    def expire(self, path: str, params: Any = None) -> int:
-        """Drop cached answers for ``path``; see :meth:`offload.core.Offloader.expire`."""
-        return self.offloader.expire(path, params)
 
 
 class BackendCalls:

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from offload.core import Offloader, RequestTooLarge
+from offload.core import RequestTooLarge
+from offload.middleware import Middleware
 from offload.records import StoredRequest
+from offload.replay import REPLAY_KEY
 from offload.settings import Settings
 
 if TYPE_CHECKING:
-    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
-
-from offload.replay import REPLAY_KEY
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment  # noqa: F401 - WSGIApplication: a string below
 
 
-class WSGIMiddleware:
+class WSGIMiddleware(Middleware["WSGIApplication"]):
     """Serve slow GET endpoints of a WSGI app from a cache, computed by background workers.
 
     A GET or HEAD is answered from the cache when a worker has computed it.
@@ -39,26 +39,6 @@ class WSGIMiddleware:
     Then run the workers: ``offload worker myapp:app``.
     """
 
-    def __init__(
-        self,
-        app: WSGIApplication,
-        *,
-        url: str | None = None,
-        cache: Any = None,
-        queue: Any = None,
-        ttl: float = 300,
-        worker_threads: int | None = None,
-        settings: Settings | None = None,
-        **options: Any,
-    ) -> None:
-        self.app = app
-        if settings is None:
-            options["ttl"] = ttl
-        self.offloader = Offloader(url=url, cache=cache, queue=queue, settings=settings, **options)
-        from offload.inline import InlineWorkers
-
-        self._inline = InlineWorkers(self, self.offloader, worker_threads)
-
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "GET")
         if (method != "GET" and method != "HEAD") or environ.get(REPLAY_KEY):
@@ -79,10 +59,6 @@ class WSGIMiddleware:
             return self.app(environ, start_response)
         start_response(response.status_line, list(response.headers))
         return [] if method == "HEAD" else [response.body]
-
-    def expire(self, path: str, params: Any = None) -> int:
-        """Drop cached answers for ``path``; see :meth:`offload.core.Offloader.expire`."""
-        return self.offloader.expire(path, params)
 
 
 def request_from_environ(

@@ -30,6 +30,7 @@ import sqlite3
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
@@ -341,6 +342,8 @@ class SQLiteQueue(Queue):
             log.debug("no wake-up socket (%s); polling instead", error)
             return None
         self._socket = sock
+        # Closed and unlinked when the queue is closed, dropped, or the process exits.
+        self._socket_finalizer = weakref.finalize(self, _close_wake_socket, sock, name)
         return sock
 
     def _wake_workers(self) -> None:
@@ -362,9 +365,12 @@ class SQLiteQueue(Queue):
 
     def close(self) -> None:
         if self._socket is not None:
-            name = self._socket.getsockname()
-            self._socket.close()
+            self._socket_finalizer()
             self._socket = None
-            with contextlib.suppress(OSError, TypeError):
-                os.unlink(name)
         self.db.forget()
+
+
+def _close_wake_socket(sock: socket.socket, name: str) -> None:
+    sock.close()
+    with contextlib.suppress(OSError):
+        os.unlink(name)
