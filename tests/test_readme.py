@@ -81,3 +81,20 @@ def __getattr__(name: str) -> Any:
 
         return [path("django-report", _django_view)]
     raise AttributeError(name)
+
+
+@pytest.mark.parametrize(
+    ("marker", "source"),
+    [
+        ("from fastapi import FastAPI, Request", "fastapi_app.py"),
+        ("from starlette.applications import Starlette", "starlette_app.py"),
+        ("from django.core.asgi import get_asgi_application", "django_app.py"),
+        ("from quart import Quart, request", "quart_app.py"),
+    ],
+)
+def test_asgi_examples_are_the_tested_apps(marker: str, source: str) -> None:
+    """Each ASGI snippet is code of an app that tests/asgi serves end to end; every line is there."""
+    app_source = (Path(__file__).parent / "asgi" / "apps" / source).read_text(encoding="utf-8")
+    app_lines = {line.split("  #")[0].rstrip() for line in app_source.splitlines()}
+    for line in block_containing(marker).splitlines():
+        assert line.rstrip() in app_lines, f"README line {line!r} is not in tests/asgi/apps/{source}"
