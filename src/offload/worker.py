@@ -126,6 +126,12 @@ class Worker:
                 self._in_flight[claim.token] = claim
             try:
                 self.process(claim)
+            except Exception:
+                # An unexpected error (a driver's, or a bug) must not end this thread and
+                # leave the worker running with fewer threads: the job stays leased and
+                # comes back after its lease; this thread pauses and claims again.
+                log.exception("job %s failed unexpectedly; it comes back after its lease", claim.job_id)
+                self.stopping.wait(1.0)
             finally:
                 with self._lock:
                     self._in_flight.pop(claim.token, None)
