@@ -97,4 +97,5 @@ def test_asgi_examples_are_the_tested_apps(marker: str, source: str) -> None:
     app_source = (Path(__file__).parent / "asgi" / "apps" / source).read_text(encoding="utf-8")
     app_lines = {line.split("  #")[0].rstrip() for line in app_source.splitlines()}
     for line in block_containing(marker).splitlines():
+        line = line.split("  #")[0]
         assert line.rstrip() in app_lines, f"README line {line!r} is not in tests/asgi/apps/{source}"
