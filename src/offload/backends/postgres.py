@@ -141,7 +141,9 @@ class PostgresDatabase:
 
     def _connect(self) -> psycopg.Connection[Any]:
         try:
-            return psycopg.connect(self.conninfo, autocommit=True)
+            # UTF8 on the client side even when the database is SQL_ASCII: psycopg
+            # would then return text columns (keys) as bytes. offload's text is ASCII.
+            return psycopg.connect(self.conninfo, autocommit=True, client_encoding="utf8")
         except psycopg.Error as error:
             raise BackendUnavailable(f"PostgreSQL at {self.display_url}: {error}".strip()) from error
 
