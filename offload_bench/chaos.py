@@ -16,6 +16,7 @@ servers are throwaway ones started here. See ``docs/RELIABILITY.md``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import shutil
@@ -82,6 +83,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--backend", default=",".join(BACKENDS), help=f"comma-separated, from {', '.join(BACKENDS)} (default: all)"
     )
     parser.add_argument("--scenario", default="", help=f"comma-separated subset of {', '.join(SCENARIOS)}")
+    parser.add_argument(
+        "--soak-minutes", type=float, default=None, help="run the soak for this long (default: 10 in long mode)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the logs and data directory afterwards")
     args = parser.parse_args(argv)
     args.backends = [name.strip() for name in args.backend.split(",") if name.strip()]
@@ -98,6 +102,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     sizes = SHORT if args.mode == "short" else LONG
+    if args.soak_minutes is not None:
+        sizes = dataclasses.replace(sizes, soak=args.soak_minutes * 60)
     scenarios = [name for name in args.scenarios if name != "soak" or sizes.soak]
     require = os.environ.get("OFFLOAD_REQUIRE_SERVERS") == "1"
     directory = Path(tempfile.mkdtemp(prefix="offload-chaos-"))
