@@ -85,7 +85,8 @@ class ASGIMiddleware(Middleware[ASGIApp]):
         if scope["type"] != "http" or (method != "GET" and method != "HEAD") or scope.get(REPLAY_KEY):
             await self.app(scope, receive, send)
             return
-        self._inline.ensure_started()
+        if self._inline.threads:  # none unless memory:// or asked for; the check costs a system call
+            self._inline.ensure_started()
         path = scope_path(scope)
         query = bytes(scope.get("query_string", b""))
         headers = joined_headers(scope)

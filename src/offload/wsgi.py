@@ -43,7 +43,8 @@ class WSGIMiddleware(Middleware["WSGIApplication"]):
         method = environ.get("REQUEST_METHOD", "GET")
         if (method != "GET" and method != "HEAD") or environ.get(REPLAY_KEY):
             return self.app(environ, start_response)
-        self._inline.ensure_started()
+        if self._inline.threads:  # none unless memory:// or asked for; the check costs a system call
+            self._inline.ensure_started()
         path = _bytes(environ.get("SCRIPT_NAME", "")) + _bytes(environ.get("PATH_INFO", ""))
         query = _bytes(environ.get("QUERY_STRING", ""))
 
