@@ -142,6 +142,17 @@ class SQLiteDatabase:
                 conn.close()
 
 
+#: How many times this process is a forked child of the one that imported this module.
+_forks = [0]
+
+
+def _forked() -> None:
+    _forks[0] += 1
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
 class SQLiteCache(Cache):
     """Cache entries as rows; expired rows are ignored on read and swept on write."""
 
@@ -149,7 +160,7 @@ class SQLiteCache(Cache):
         self.db = database
         self._writes = 0
         self._mapped: mmap.mmap | None = None
-        self._mapped_pid = 0
+        self._mapped_fork = -1  # the fork count when it was mapped: a child maps its own
 
     def get(self, key: str) -> bytes | None:
         row = self.db.run(
@@ -213,9 +224,9 @@ class SQLiteCache(Cache):
 
     def _counter(self) -> mmap.mmap | None:
         """Eight bytes shared by every process on the machine, in a file beside the database."""
-        if self._mapped_pid == os.getpid():
+        if self._mapped_fork == _forks[0]:  # not os.getpid(): that is a system call on every hit
             return self._mapped
-        self._mapped_pid = os.getpid()
+        self._mapped_fork = _forks[0]
         self._mapped = None
         try:
             fd = os.open(self.db.path + ".generation", os.O_RDWR | os.O_CREAT, 0o644)
