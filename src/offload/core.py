@@ -173,10 +173,12 @@ class Offloader:
                 self._keys.clear()
             self._keys[memo] = key
         local = self._local
+        seen = None
         if local:
             kept = local.get(key)
             if kept is not None:
                 return kept
+            seen = local.generation()  # before the read: an expiry during it is not missed
         try:
             data = yield ("get", self._response_prefix + key)
         except BackendUnavailable as error:
@@ -188,9 +190,9 @@ class Offloader:
                 log.warning("ignoring a cached answer that is not in offload's format (%s); recomputing it", error)
             else:
                 if local is None and self._local is None:
-                    local = self._local = self._make_local_tier()
-                if local:
-                    local.put(key, response)
+                    self._local = self._make_local_tier()  # kept from the next read on, once it has a generation
+                elif local and seen is not None:
+                    local.put(key, response, seen)
                 return response
         try:
             request = build_request(key)
@@ -201,6 +203,15 @@ class Offloader:
             won = yield ("add", pending, PendingMarker("queued", time.time()).encode(), settings.pending_ttl)
             if not won:
                 return self.accepted
+            # A worker stores its answer, then deletes the pending marker: an answer
+            # stored between the read above and this add is served, not computed again.
+            data = yield ("get", self._response_prefix + key)
+            if data is not None:
+                with contextlib.suppress(CorruptRecord):
+                    response = CachedResponse.decode(data)
+                    with contextlib.suppress(BackendUnavailable):  # else the marker expires by itself
+                        yield ("delete", pending)
+                    return response
             try:
                 yield ("push", key, request.encode(), settings.max_queued)
             except QueueFull:

@@ -35,8 +35,10 @@ class LocalTier:
         self._entries.pop(key, None)
         return None
 
-    def put(self, key: str, response: CachedResponse) -> None:
-        generation = self.generation()
+    def put(self, key: str, response: CachedResponse, generation: int | None = None) -> None:
+        """Keep ``response``; ``generation`` is the one read before it was fetched, so a concurrent expiry wins."""
+        if generation is None:
+            generation = self.generation()
         if generation is None or not response.expires:
             return
         if len(self._entries) >= self.size:
