@@ -61,6 +61,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from offload.backends.base import Cache, Claim, IndexEntry, Queue
+from offload.backends.redis_expiry import ExpiryListener
 from offload.errors import BackendUnavailable, MissingDependency, QueueFull
 from offload.keys import canonical_path, params_match, path_matcher
 
@@ -109,6 +110,7 @@ class RedisConnection:
         self.socket_timeout = float(options.get("socket_timeout", _DEFAULTS["socket_timeout"]))
         self.url = urlunsplit(parts._replace(query=urlencode({**_DEFAULTS, **options})))
         self.display_url = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2], query=""))
+        self.database = str(options.get("db") or parts.path.strip("/") or "0")
         self._lock = threading.Lock()
         self._client: redis.Redis | None = None
         self._blocking: redis.Redis | None = None
@@ -314,11 +316,21 @@ class RedisCache(Cache):
         self._failed = connection.key("failed")
         self._paths = connection.key("paths")
         self._entries = connection.key("entries")
+        self._expiry = ExpiryListener(connection)
 
     @classmethod
     def from_client(cls, client: redis.Redis) -> RedisCache:
         """The cache over a ``redis.Redis`` client the application already has (``cache=redis.Redis(...)``)."""
         return cls(RedisConnection.from_client(client))
+
+    def generation(self) -> int | None:
+        """Expiries seen through the expiry channel (see :mod:`offload.backends.redis_expiry`).
+
+        None for an application's own client: offload does not open connections of its own to it.
+        """
+        if self.redis.external:
+            return None
+        return self._expiry.generation()
 
     def _index_keys(self, key: str) -> list[str]:
         return [key, self._answers, self._failed, self._paths, self._entries]
@@ -374,6 +386,10 @@ class RedisCache(Cache):
                         [member for _, member in batch],
                     )
                 )
+        # Every process drops the answers it keeps in memory; this one at once.
+        with self.redis.errors():
+            self.redis.client.publish(self._expiry.channel, b"")
+        self._expiry.bump()
         return removed
 
     def stats(self) -> dict[str, int]:
@@ -382,6 +398,7 @@ class RedisCache(Cache):
         return {"cached": int(cached), "failed": int(failed)}
 
     def close(self) -> None:
+        self._expiry.close()
         self.redis.close()
 
     # Native coroutines, awaited by the ASGI middleware instead of a thread.
