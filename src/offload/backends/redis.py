@@ -89,6 +89,9 @@ LEASE_HORIZON = 3600.0
 #: How long a waiting worker blocks before it looks again for lapsed leases.
 RECHECK = 1.0
 
+#: Connections of the asyncio client of one event loop; more requests at once wait their turn.
+ASYNC_CONNECTIONS = 64
+
 GROUP = "offload"
 _DEFAULTS = {"socket_connect_timeout": "2", "socket_timeout": "5"}
 
@@ -157,7 +160,13 @@ class RedisConnection:
         loop = asyncio.get_running_loop()
         client = self._async.get(loop)
         if client is None:
-            client = redis.asyncio.Redis.from_url(self.url, retry=redis.asyncio.retry.Retry(NoBackoff(), 0))
+            # A bounded pool that makes a burst of requests wait for a connection (up to the
+            # socket timeout), where redis-py's default pool fails the 101st at once.
+            pool = redis.asyncio.BlockingConnectionPool.from_url(
+                self.url, max_connections=ASYNC_CONNECTIONS, timeout=self.socket_timeout
+            )
+            client = redis.asyncio.Redis(connection_pool=pool, retry=redis.asyncio.retry.Retry(NoBackoff(), 0))
+            client.auto_close_connection_pool = True  # aclose() closes the pool too
             self._async[loop] = client
         return client
 
