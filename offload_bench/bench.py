@@ -193,6 +193,7 @@ def miss_storm(bench: Bench) -> None:
                 "hit": vars(hot),
                 "executions": len(log_lines(log)),
                 "executions_during_storm": executions_before,
+                "execution_log": log_lines(log),
             }
         finally:
             server.stop()
@@ -402,7 +403,7 @@ def enqueue_celery(redis_url: str, count: int) -> None:
     from celery import Celery
 
     app = Celery("bench", broker=redis_url)
-    with app.connection_for_write() as connection, app.producer_or_acquire(connection=connection) as producer:
+    with app.producer_or_acquire() as producer:
         for n in range(count):
             app.send_task("bench.job", args=(f"/celery/{n}",), producer=producer, ignore_result=True)
 
