@@ -37,3 +37,11 @@ clean:
 .PHONY: chaos
 chaos: setup
 	$(BIN)/python -m offload_bench.chaos $(CHAOS_ARGS)
+
+# The benchmark suite (docs/PERFORMANCE.md): BENCH_ARGS="--quick" for a few minutes,
+# "--only hit" for one scenario. It needs wrk and the peers of the bench extra.
+.PHONY: bench
+bench: setup
+	command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python -m offload_bench.bench $(BENCH_ARGS)
