@@ -161,7 +161,7 @@ def test_a_backend_with_native_coroutines_is_awaited_directly() -> None:
     cache, queue = NativeAsyncCache(), NativeAsyncQueue()
     harness = ASGIHarness(behaviour.app, cache=cache, queue=queue)
     assert harness.request("GET", "/hello", "n=1").status == 202
-    assert (cache.native, queue.native, cache.blocking) == (["get", "add"], ["push"], [])
+    assert (cache.native, queue.native, cache.blocking) == (["get", "add", "get"], ["push"], [])
     assert queue.stats()["queued"] == 1
 
 
