@@ -62,9 +62,13 @@ def test_django_example(readme_url: str) -> None:
             INSTALLED_APPS=[],
         )
         django.setup()
+    from django.test.utils import override_settings
+
     namespace: dict[str, Any] = {}
     exec(block_containing("get_wsgi_application"), namespace)
-    hit = WSGIHarness.around(namespace["application"]).get_after_work("/django-report")
+    # Another test module may have configured Django first: route to this module's view either way.
+    with override_settings(ROOT_URLCONF="tests.test_readme", ALLOWED_HOSTS=["*"], MIDDLEWARE=[]):
+        hit = WSGIHarness.around(namespace["application"]).get_after_work("/django-report")
     assert (hit.status, hit.body) == (200, b"django report")
 
 
