@@ -85,7 +85,7 @@ class Poller:
         try:
             try:
                 answer = await self.client.get(base + path, timeout=self.spec.timeout)
-            except httpx.RemoteProtocolError:
+            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
                 # The server closed an idle keep-alive connection as this request
                 # went out on it: a GET is safe to send again, as browsers do.
                 self.tally.resent += 1
@@ -166,7 +166,8 @@ class Poller:
 
 
 async def main_async(spec: Spec) -> Tally:
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    # Idle connections are dropped before gunicorn's 2 s keep-alive timeout closes them.
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64, keepalive_expiry=1.0)
     async with httpx.AsyncClient(limits=limits, trust_env=False) as client:
         return await Poller(spec, client).run()
 
