@@ -90,6 +90,8 @@ class Offloader:
         self.uri_too_long = own_answer(414, body=b"Request-URI too long\n")
         self.headers_too_large = own_answer(431, body=b"Request headers too large\n")
         self._last_outage_log = 0.0
+        self._last_full_log = 0.0
+        self._refused = 0  # 503s for a full queue since the last log line
         self._keys: dict[tuple[bytes, bytes, tuple[bytes | None, ...]], str] = {}
         self._local: LocalTier | Literal[False] | None = None  # None: not decided yet
 
@@ -216,7 +218,7 @@ class Offloader:
                 yield ("push", key, request.encode(), settings.max_queued)
             except QueueFull:
                 yield ("delete", pending)
-                log.warning("queue holds max_queued=%s jobs: answering 503", settings.max_queued)
+                self._log_queue_full()
                 return self.queue_full
             except BackendUnavailable:
                 with contextlib.suppress(BackendUnavailable):  # else the marker expires by itself
@@ -232,6 +234,19 @@ class Offloader:
         if not self.settings.local_cache or not self.settings.local_ttl or cache.generation() is None:
             return False
         return LocalTier(self.settings.local_cache, self.settings.local_ttl, cache.generation)
+
+    def _log_queue_full(self) -> None:
+        """One log line per 10 seconds at most: a flood of misses must not become a flood of log lines."""
+        self._refused += 1
+        now = time.monotonic()
+        if now - self._last_full_log > 10:
+            self._last_full_log = now
+            refused, self._refused = self._refused, 0
+            log.warning(
+                "queue holds max_queued=%s jobs: answering 503 (%d request(s) since the last report)",
+                self.settings.max_queued,
+                refused,
+            )
 
     def _outage(self, error: BackendUnavailable) -> CachedResponse | None:
         now = time.monotonic()
