@@ -284,6 +284,7 @@ def sigterm(stack: Stack, sizes: Sizes, row: Row) -> None:
 
 
 def backpressure(stack: Stack, sizes: Sizes, row: Row) -> None:
+    began = time.monotonic()
     bases = stack.serve()
     stack.worker(concurrency=1)
     paths = paths_for("flood", sizes.flood_urls, lambda n: 100)
@@ -318,6 +319,11 @@ def backpressure(stack: Stack, sizes: Sizes, row: Row) -> None:
         row.violations.append("no 503 past max_queued")
     if most_queued > sizes.max_queued:
         row.violations.append(f"{most_queued} jobs queued, past max_queued={sizes.max_queued}")
+    # The refusals are logged, but a flood must not turn into a flood of log lines.
+    lines = sum(child.text().count("max_queued=") for child, _ in stack.servers)
+    allowed = 4 * (2 + (time.monotonic() - began) / 10)  # per web process: one line per 10 s, and slack
+    if lines > allowed:
+        row.violations.append(f"{lines} log lines about the full queue for {len(refused)} refusals")
     if web1 - web0 > 64 * 1024:
         row.violations.append(f"a web process grew by {(web1 - web0) // 1024} MiB during the flood")
     # Recovery: a sample of refused and accepted URLs gets its answer, with more workers now.
