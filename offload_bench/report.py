@@ -33,7 +33,8 @@ def hit_table(results: dict[str, Any]) -> str:
     ]
     for setup, apps in results["hit_path"].items():
         peer = next((name for name in PEERS if name in apps), None)
-        for name, runs in apps.items():
+        for name in sorted(apps, key=lambda n: list(LABELS).index(n) if n in LABELS else len(LABELS)):
+            runs = apps[name]
             vs_bare = f"{paired_ratio(runs, apps['bare']):.2f}x" if name != "bare" else ""
             vs_peer = f"{paired_ratio(runs, apps[peer]):.1f}x" if peer and name == "redis" else ""
             lines.append(
