@@ -27,6 +27,11 @@ Cache
     Index entries of answers that expired are ignored by ``stats`` and
     ``expire()`` and swept, a few at a time, by each indexed ``set``.
 
+    ``expire()`` then publishes on ``<prefix>:expired:<db>``: every web process
+    follows that channel from a thread and so knows its generation without a
+    round trip, which lets it keep answers in memory (see
+    :mod:`offload.backends.redis_expiry` and :mod:`offload.local`).
+
 Queue
     A stream ``<prefix>:jobs`` read through the consumer group ``offload``:
     a claimed job is pending in the group until it is acked (``XACK`` +
