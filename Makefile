@@ -23,8 +23,8 @@ test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: setup
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests offload_bench
+	$(BIN)/ruff format --check src tests offload_bench
 	$(BIN)/mypy --strict src/offload
 
 check: lint test
