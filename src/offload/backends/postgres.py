@@ -15,7 +15,7 @@ it they go to the first schema of the search path. The tables are created on
 first use, under an advisory lock so that concurrent first uses are safe, or
 beforehand by :func:`migrate` (``offload migrate``)::
 
-    CREATE TABLE offload_cache (
+    CREATE UNLOGGED TABLE offload_cache (
         key     text PRIMARY KEY,
         value   bytea NOT NULL,
         expires timestamptz NOT NULL,
@@ -34,6 +34,16 @@ beforehand by :func:`migrate` (``offload migrate``)::
         token        text             -- the claim holding the lease
     );
     CREATE INDEX offload_jobs_leased_until ON offload_jobs (leased_until);
+
+Durability: the cache table is ``UNLOGGED`` and offload's sessions commit with
+``synchronous_commit = off``, so no request or job step waits for a disk flush
+(a pickup takes a millisecond or two instead of several flushes). What a crash
+of the PostgreSQL server can cost is bounded and heals by itself: crash
+recovery empties the unlogged cache, pending markers included, and loses at
+most the last fraction of a second of queue changes; a lost job's URL has no
+marker left, so the next GET queues it again, and a lost claim or acknowledgement
+only means a job runs once more. Unlogged tables are not replicated: after a
+failover to a standby the cache starts empty.
 """
 
 from __future__ import annotations
@@ -76,7 +86,7 @@ POOL_SIZE = 8
 _INHERITED: list[psycopg.Connection[Any]] = []
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS {cache} (
+CREATE UNLOGGED TABLE IF NOT EXISTS {cache} (
     key text PRIMARY KEY,
     value bytea NOT NULL,
     expires timestamptz NOT NULL,
@@ -143,7 +153,9 @@ class PostgresDatabase:
         try:
             # UTF8 on the client side even when the database is SQL_ASCII: psycopg
             # would then return text columns (keys) as bytes. offload's text is ASCII.
-            return psycopg.connect(self.conninfo, autocommit=True, client_encoding="utf8")
+            conn = psycopg.connect(self.conninfo, autocommit=True, client_encoding="utf8")
+            conn.execute("SET synchronous_commit = off")  # see "Durability" in the module docstring
+            return conn
         except psycopg.Error as error:
             raise BackendUnavailable(f"PostgreSQL at {self.display_url}: {error}".strip()) from error
 
