@@ -20,6 +20,7 @@ import dataclasses
 import os
 import platform
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -99,8 +100,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # so that every process and server is stopped on the way out
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
     sizes = SHORT if args.mode == "short" else LONG
     if args.soak_minutes is not None:
         sizes = dataclasses.replace(sizes, soak=args.soak_minutes * 60)

@@ -26,6 +26,7 @@ class Sizes:
     """How big each scenario is in one mode."""
 
     urls: int
+    kill_urls: int  # at least this many URLs asked for while workers are killed
     kill_for: float
     kill_every: float
     outage: float
@@ -39,6 +40,7 @@ class Sizes:
 
 SHORT = Sizes(
     urls=150,
+    kill_urls=100,
     kill_for=8,
     kill_every=1.5,
     outage=4,
@@ -51,6 +53,7 @@ SHORT = Sizes(
 )
 LONG = Sizes(
     urls=1000,
+    kill_urls=1000,
     kill_for=60,
     kill_every=3,
     outage=15,
@@ -101,7 +104,7 @@ class Row:
             self.violations.append(f"{self.lost} URL(s) never got their answer")
         self.violations += stack.log_problems()
         if self.resent:
-            self.note += f"; {self.resent} GETs resent after the server closed a keep-alive connection"
+            self.note += f"; {self.resent} GET(s) resent on a closed keep-alive connection"
 
 
 def paths_for(name: str, count: int, ms: Callable[[int], int]) -> list[str]:
@@ -140,12 +143,16 @@ def worker_kills(stack: Stack, sizes: Sizes, row: Row) -> None:
     bases = stack.serve()
     for _ in range(3):
         stack.worker(concurrency=2)
-    paths = paths_for("kills", sizes.urls, lambda n: 20 + (n * 37) % 130)
-    clients = stack.clients(poll_specs(bases, paths, 2, 30, sizes.kill_for + 120, hits=1))
+    # New URLs for as long as workers are being killed, at least ``sizes.urls`` of them.
+    paths = paths_for("kills", sizes.kill_urls * 50, lambda n: 20 + (n * 37) % 130)
+    specs = poll_specs(bases, paths, 2, 30, sizes.kill_for + 120, hits=1)
+    for spec in specs:
+        spec.stop_new_at = time.time() + sizes.kill_for
+    clients = stack.clients(specs)
     web0, worker0 = snapshot(stack)
     killed: set[int] = set()
     stop_at = time.monotonic() + sizes.kill_for
-    while clients.running() and time.monotonic() < stop_at:
+    while time.monotonic() < stop_at:
         time.sleep(sizes.kill_every)
         victim = random.choice(stack.workers)
         victim.signal(signal.SIGKILL)
@@ -153,15 +160,18 @@ def worker_kills(stack: Stack, sizes: Sizes, row: Row) -> None:
         killed.add(victim.pid)
         stack.retire(victim)
         stack.worker(concurrency=2)
-    web1, worker1 = snapshot(stack)
     load = clients.wait()
-    row.take(load, paths)
+    web1, worker1 = snapshot(stack)
+    asked = sorted(load.done | load.unfinished)
+    row.take(load, asked)
     row.web_rss, row.worker_rss = (web0, web1), (worker0, worker1)
     row.jobs, row.duplicates, unexplained = verdict_on_executions(
-        stack.executions(), paths, lambda run: run.pid in killed
+        stack.executions(), asked, lambda run: run.pid in killed
     )
     row.violations += unexplained
-    row.note = f"{len(killed)} workers killed"
+    if len(asked) < sizes.kill_urls:
+        row.violations.append(f"only {len(asked)} URLs asked for, fewer than {sizes.kill_urls}")
+    row.note = f"{len(asked)} URLs, {len(killed)} workers killed"
 
 
 # -- 2. backend restart ---------------------------------------------------------------------
