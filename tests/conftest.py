@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from tests import servers
 from tests.behaviour import apps
 from tests.behaviour.harness import Harness, WSGIHarness
 
@@ -59,6 +60,58 @@ def _no_ambient_url(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests name their backend; an OFFLOAD_URL in the caller's shell must not leak in."""
     monkeypatch.delenv("OFFLOAD_URL", raising=False)
     monkeypatch.delenv("OFFLOAD_APP", raising=False)
+
+
+# The servers of tests/servers.py: a missing one skips the tests that need it (see that module).
+
+
+@pytest.fixture(scope="session")
+def redis_database() -> Iterator[str]:
+    """The Redis database of this session: named by OFFLOAD_TEST_REDIS_URL, else an empty one, locked."""
+    with servers.locked_redis_database() as url:
+        yield url
+
+
+@pytest.fixture
+def redis_url(redis_database: str) -> Iterator[str]:
+    """The session's Redis database, flushed before and after the test."""
+    with servers.flushed_redis(redis_database) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> str:
+    """The PostgreSQL database of OFFLOAD_TEST_POSTGRES_URL, where tests may create and drop schemas."""
+    return servers.postgres_database()
+
+
+@pytest.fixture
+def postgres_url(postgres_database: str) -> Iterator[str]:
+    """The PostgreSQL database with a schema of the test's own (``?schema=``), dropped afterwards."""
+    with servers.postgres_schema(postgres_database) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def memcached_server() -> Iterator[servers.MemcachedServer]:
+    """A memcached of the test module's own, which its tests may stop and start."""
+    with servers.throwaway_memcached() as server:
+        yield server
+
+
+@pytest.fixture
+def memcached(memcached_server: servers.MemcachedServer) -> servers.MemcachedServer:
+    """The module's memcached, running and emptied for this test."""
+    if memcached_server.process is None:
+        memcached_server.start()
+    memcached_server.flush()
+    return memcached_server
+
+
+@pytest.fixture(scope="session")
+def broker_url() -> str:
+    """The Celery broker of OFFLOAD_TEST_AMQP_URL."""
+    return servers.amqp_url()
 
 
 def project_root() -> Path:
