@@ -7,13 +7,10 @@ and worker processes do.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NoReturn
-
-import pytest
+from typing import Any
 
 from offload.backends import Cache, Queue, open_backend
 
@@ -37,13 +34,6 @@ def eventually(check: Callable[[], bool], within: float = 15.0) -> bool:
             return True
         time.sleep(0.05)
     return check()
-
-
-def unavailable(reason: str) -> NoReturn:
-    """Skip a test whose server or driver is missing, or fail it when servers are required."""
-    if os.environ.get("OFFLOAD_REQUIRE_SERVERS") == "1":
-        pytest.fail(f"{reason} (OFFLOAD_REQUIRE_SERVERS=1)", pytrace=False)
-    pytest.skip(reason)
 
 
 @dataclass(frozen=True)

@@ -1,76 +1,122 @@
 """Fixtures that run one backend contract suite against every backend.
 
 A test that takes ``spec``, ``cache`` or ``queue`` runs once per entry of
-:data:`BACKENDS`; adding a backend is one line there plus a fixture that
-returns its :class:`~backend_contract.BackendSpec`. The servers are found at the
-usual local ports, or through these environment variables:
+:data:`BACKENDS` that can take it: a test marked ``shared_backend`` only on
+backends whose cache or queue several processes share, one marked
+``native_coroutines`` only on those with native coroutines. Adding a backend is
+one line there plus a fixture that returns its
+:class:`~backend_contract.BackendSpec`.
 
-``OFFLOAD_TEST_REDIS_URL``
-    Redis server (default ``redis://127.0.0.1:6379``). Without a database
-    number in the URL the suite picks an empty one (15 down to 1); it flushes
-    that database around each test.
-``OFFLOAD_TEST_POSTGRES_URL``
-    PostgreSQL database (default ``postgresql://127.0.0.1:5432/test``). Each
-    test runs in a schema of its own, dropped afterwards.
-``OFFLOAD_REQUIRE_SERVERS=1``
-    A missing server or driver fails its tests instead of skipping them, so CI
-    cannot pass by skipping.
-
-The "backend down and back" tests start throwaway servers from the installed
-``redis-server`` and ``postgres`` binaries in a temporary directory.
+The servers come from the fixtures of ``tests/conftest.py`` (see
+``tests/servers.py`` for where they are found): Redis and PostgreSQL empty for
+each test, a memcached of each test's own.
 """
 
 from __future__ import annotations
 
-import os
+import importlib
+import inspect
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
-from backend_contract import BackendSpec, unavailable
+from backend_contract import BackendSpec
+from tests.servers import throwaway_memcached, unavailable
 
 from offload.backends import Cache, Queue
 from offload.errors import MissingDependency
 
-#: Every backend the contract suite runs against: name -> fixture returning its BackendSpec.
-BACKENDS: dict[str, str] = {
-    "memory": "memory_spec",
-    "sqlite": "sqlite_spec",
-    "redis": "redis_spec",
-    "memcached+redis": "memcached_spec",
-    "postgres": "postgres_spec",
+
+@dataclass(frozen=True)
+class Backend:
+    """A backend of the contract suite: the fixture returning its spec, and its classes as ``module:Class``."""
+
+    fixture: str
+    cache: str | None
+    queue: str | None
+
+    def part(self, name: str) -> type | None:
+        """The class of the backend's ``cache`` or ``queue``, None when it has no such part."""
+        target = self.cache if name == "cache" else self.queue
+        if target is None:
+            return None
+        module, attribute = target.split(":")
+        found: type = getattr(importlib.import_module(module), attribute)
+        return found
+
+
+#: Every backend the contract suite runs against.
+BACKENDS: dict[str, Backend] = {
+    "memory": Backend("memory_spec", "offload.backends.memory:MemoryCache", "offload.backends.memory:MemoryQueue"),
+    "sqlite": Backend("sqlite_spec", "offload.backends.sqlite:SQLiteCache", "offload.backends.sqlite:SQLiteQueue"),
+    "redis": Backend("redis_spec", "offload.backends.redis:RedisCache", "offload.backends.redis:RedisQueue"),
+    "memcached+redis": Backend(
+        "memcached_spec", "offload.backends.memcached:MemcachedCache", "offload.backends.redis:RedisQueue"
+    ),
+    "postgres": Backend(
+        "postgres_spec", "offload.backends.postgres:PostgresCache", "offload.backends.postgres:PostgresQueue"
+    ),
 }
 
+#: The native coroutine that tells a part has them.
+NATIVE = {"cache": "aget", "queue": "apush"}
 
-@pytest.fixture(params=list(BACKENDS))
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "shared_backend: runs on the backends that several processes share")
+    config.addinivalue_line("markers", "native_coroutines: runs on the backends with native coroutines")
+
+
+def takes(part: type | None, name: str, definition: pytest.Function) -> bool:
+    """Whether a test can run on a backend's ``cache`` or ``queue`` class."""
+    if part is None:
+        return False
+    if definition.get_closest_marker("shared_backend") and not part.shared:  # type: ignore[attr-defined]
+        return False
+    native = definition.get_closest_marker("native_coroutines")
+    return not native or inspect.iscoroutinefunction(getattr(part, NATIVE[name], None))
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrize ``spec`` with the backends the test can run on, instead of skipping on the others."""
+    if "spec" not in metafunc.fixturenames:
+        return
+    parts = [name for name in NATIVE if name in metafunc.fixturenames]
+    names = [
+        name
+        for name, backend in BACKENDS.items()
+        if all(takes(backend.part(part), part, metafunc.definition) for part in parts)
+    ]
+    metafunc.parametrize("spec", names, indirect=True)
+
+
+@pytest.fixture
 def spec(request: pytest.FixtureRequest) -> BackendSpec:
     """The backend under test, once per entry of BACKENDS."""
-    result: BackendSpec = request.getfixturevalue(BACKENDS[request.param])
+    result: BackendSpec = request.getfixturevalue(BACKENDS[request.param].fixture)
     return result
 
 
 @pytest.fixture
 def cache(spec: BackendSpec) -> Iterator[Cache]:
-    if spec.cache_url is None:
-        pytest.skip(f"{spec.name} has no cache")
     try:
         opened = spec.open_cache()
     except MissingDependency as error:
         unavailable(str(error))
+    assert isinstance(opened, BACKENDS[spec.name].part("cache") or ()), f"{spec.cache_url} opened {opened!r}"
     yield opened
     opened.close()
 
 
 @pytest.fixture
 def queue(spec: BackendSpec) -> Iterator[Queue]:
-    if spec.queue_url is None:
-        pytest.skip(f"{spec.name} has no queue")
     try:
         opened = spec.open_queue()
     except MissingDependency as error:
         unavailable(str(error))
+    assert isinstance(opened, BACKENDS[spec.name].part("queue") or ()), f"{spec.queue_url} opened {opened!r}"
     yield opened
     opened.close()
 
@@ -87,86 +133,23 @@ def sqlite_spec(tmp_path: Path) -> BackendSpec:
     return BackendSpec("sqlite", url, url)
 
 
-@pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    """A Redis database the suite may flush: the one named by the URL, else an empty one it locks for the session.
+@pytest.fixture
+def redis_spec(redis_url: str) -> BackendSpec:
+    return BackendSpec("redis", redis_url, redis_url)
 
-    The lock (a key in database 0) keeps two test runs on one server from
-    flushing each other's database.
+
+@pytest.fixture
+def memcached_spec(redis_url: str) -> Iterator[BackendSpec]:
+    """memcached as the cache, on a server started for this test; Redis as the queue.
+
+    Not the module's ``memcached``: memcached's clock ticks in whole seconds
+    from its start, and the expiry tests with sub-second TTLs hold only while
+    that tick is about a second away, as it is on a fresh server.
     """
-    url = os.environ.get("OFFLOAD_TEST_REDIS_URL", "redis://127.0.0.1:6379")
-    try:
-        import redis
-    except ImportError:
-        unavailable('the redis client is not installed: pip install "offload[redis]"')
-    options = {"socket_connect_timeout": 2, "socket_timeout": 5}
-    try:
-        with redis.Redis.from_url(url, **options) as client:
-            client.ping()
-        if urlsplit(url).path.strip("/"):
-            yield url
-            return
-        with redis.Redis.from_url(url, db=0, **options) as registry:
-            owner = f"{os.getpid()}-{uuid.uuid4().hex}"
-            for number in range(15, 0, -1):
-                lock = f"offload-test:lock:db{number}"
-                with redis.Redis.from_url(url, db=number, **options) as client:
-                    if client.dbsize() != 0 or not registry.set(lock, owner, nx=True, ex=7200):
-                        continue
-                try:
-                    yield urlunsplit(urlsplit(url)._replace(path=f"/{number}"))
-                finally:
-                    if registry.get(lock) == owner.encode():
-                        registry.delete(lock)
-                return
-    except redis.RedisError as error:
-        unavailable(f"no Redis server at {url} ({error}); set OFFLOAD_TEST_REDIS_URL")
-    unavailable(f"no free database on the Redis server at {url}; name one in OFFLOAD_TEST_REDIS_URL")
+    with throwaway_memcached() as server:
+        yield BackendSpec("memcached+redis", server.url, redis_url)
 
 
 @pytest.fixture
-def redis_spec(redis_url: str) -> Iterator[BackendSpec]:
-    import redis
-
-    with redis.Redis.from_url(redis_url) as client:
-        client.flushdb()
-        yield BackendSpec("redis", redis_url, redis_url)
-        client.flushdb()
-
-
-@pytest.fixture
-def memcached_spec(redis_spec: BackendSpec) -> Iterator[BackendSpec]:
-    """memcached as the cache (a throwaway server from the installed binary), Redis as the queue."""
-    from tests.integrations.servers import throwaway_memcached
-
-    with throwaway_memcached(unavailable) as server:
-        yield BackendSpec("memcached+redis", server.url, redis_spec.queue_url)
-
-
-@pytest.fixture(scope="session")
-def postgres_url() -> str:
-    """A PostgreSQL database where the suite may create and drop schemas."""
-    url = os.environ.get("OFFLOAD_TEST_POSTGRES_URL", "postgresql://127.0.0.1:5432/test")
-    try:
-        import psycopg
-    except ImportError:
-        unavailable('psycopg is not installed: pip install "offload[postgres]"')
-    try:
-        psycopg.connect(url, connect_timeout=3).close()
-    except psycopg.Error as error:
-        unavailable(f"no PostgreSQL at {url} ({str(error).strip()}); set OFFLOAD_TEST_POSTGRES_URL")
-    return url
-
-
-@pytest.fixture
-def postgres_spec(postgres_url: str) -> Iterator[BackendSpec]:
-    import psycopg
-    from psycopg import sql
-
-    schema = f"offload_test_{uuid.uuid4().hex[:12]}"
-    parts = urlsplit(postgres_url)
-    query = f"{parts.query}&schema={schema}" if parts.query else f"schema={schema}"
-    url = urlunsplit(parts._replace(query=query))
-    yield BackendSpec("postgres", url, url)
-    with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+def postgres_spec(postgres_url: str) -> BackendSpec:
+    return BackendSpec("postgres", postgres_url, postgres_url)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import multiprocessing
 import threading
 import time
@@ -113,9 +112,8 @@ def test_add_is_atomic_across_threads(cache: Cache) -> None:
     assert sorted(won) == sorted(keys)  # every key won exactly once
 
 
+@pytest.mark.shared_backend
 def test_add_is_atomic_across_processes(spec: BackendSpec, cache: Cache) -> None:
-    if not cache.shared:
-        pytest.skip(f"{spec.name} lives in one process")
     keys = [f"offload:p:{number}" for number in range(20)]
     context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(4)
@@ -242,10 +240,9 @@ def test_close_then_use_again(cache: Cache) -> None:
     assert cache.get("k") == b"x"
 
 
+@pytest.mark.native_coroutines
 def test_native_coroutines_agree_with_the_blocking_methods(cache: Cache) -> None:
     """A backend's optional ``aget``/``aadd``/``adelete`` (awaited by the ASGI middleware) keep the contract."""
-    if not inspect.iscoroutinefunction(getattr(cache, "aget", None)):
-        pytest.skip("no native coroutines")
     native: Any = cache
 
     async def scenario() -> None:

@@ -1,6 +1,6 @@
 """Backend down and back: every operation fails fast with BackendUnavailable, then the same objects recover.
 
-Runs against throwaway servers (see backend_servers), since the shared ones
+Runs against throwaway servers (see tests/servers.py), since the shared ones
 must keep running. Adding a server backend is one line in SERVERS.
 """
 
@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from backend_contract import eventually, unavailable
-from backend_servers import Server, throwaway_postgres, throwaway_redis
+from backend_contract import eventually
+from tests.servers import Server, throwaway_postgres, throwaway_redis
 
 from offload.backends import IndexEntry, open_backend
 from offload.errors import BackendUnavailable
@@ -29,7 +29,7 @@ HANG = 30.0
 
 @pytest.fixture(params=list(SERVERS))
 def server(request: pytest.FixtureRequest) -> Iterator[Server]:
-    with SERVERS[request.param](unavailable) as running:
+    with SERVERS[request.param]() as running:
         yield running
 
 

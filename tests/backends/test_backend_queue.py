@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import multiprocessing
 import threading
 import time
@@ -148,9 +147,8 @@ def test_claim_wakes_up_on_a_push_from_another_thread(queue: Queue) -> None:
     assert claim is not None and claim.payload == b"late"
 
 
+@pytest.mark.shared_backend
 def test_claim_wakes_up_on_a_push_from_another_process(spec: BackendSpec, queue: Queue) -> None:
-    if not queue.shared:
-        pytest.skip(f"{spec.name} lives in one process")
     queue.stats()  # connect before the other process starts
     context = multiprocessing.get_context("spawn")
     pusher = context.Process(target=push_later, args=(spec, 1.0, "key", b"from afar"))
@@ -184,9 +182,8 @@ def test_each_job_is_claimed_once_across_threads(queue: Queue) -> None:
     assert sorted(claimed) == sorted(keys)
 
 
+@pytest.mark.shared_backend
 def test_each_job_is_claimed_once_across_processes(spec: BackendSpec, queue: Queue) -> None:
-    if not queue.shared:
-        pytest.skip(f"{spec.name} lives in one process")
     keys = [f"key-{number}" for number in range(40)]
     for key in keys:
         queue.push(key, b"x")
@@ -220,10 +217,9 @@ def test_close_then_use_again(queue: Queue) -> None:
     assert claim is not None and claim.payload == b"x"
 
 
+@pytest.mark.native_coroutines
 def test_native_push_keeps_the_contract(queue: Queue) -> None:
     """A backend's optional ``apush`` (awaited by the ASGI middleware) pushes, and refuses past the cap."""
-    if not inspect.iscoroutinefunction(getattr(queue, "apush", None)):
-        pytest.skip("no native coroutines")
     native: Any = queue
 
     async def scenario() -> None:
