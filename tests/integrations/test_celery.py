@@ -13,7 +13,6 @@ import pytest
 
 from offload.errors import QueueFull
 from tests.integrations import flask_app
-from tests.integrations.servers import MemcachedServer
 from tests.integrations.stacks import (
     BIN,
     ROOT,
@@ -23,6 +22,7 @@ from tests.integrations.stacks import (
     get,
     worker_env,
 )
+from tests.servers import MemcachedServer
 
 pytest.importorskip("celery")
 

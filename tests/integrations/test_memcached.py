@@ -14,8 +14,8 @@ from offload.backends import IndexEntry, open_backend
 from offload.backends.memcached import MemcachedCache
 from offload.errors import BackendUnavailable, ConfigurationError
 from tests.integrations import flask_app
-from tests.integrations.servers import MemcachedServer
 from tests.integrations.stacks import assert_served_from_cache, get
+from tests.servers import MemcachedServer
 
 pymemcache = pytest.importorskip("pymemcache")
 

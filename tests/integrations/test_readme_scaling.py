@@ -21,9 +21,8 @@ from typing import Any
 
 import pytest
 
-from tests.integrations.conftest import unavailable
-from tests.integrations.servers import MemcachedServer
 from tests.integrations.stacks import ROOT, eventually
+from tests.servers import MemcachedServer
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 SCALING = README.split("## Scaling out", 1)[1].split("\n## ", 1)[0]
@@ -43,24 +42,6 @@ def myapp_source(snippet: str, addresses: dict[str, str]) -> str:
         assert old in source, f"the README snippet no longer uses {old}"
         source = source.replace(old, new)
     return source
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    try:
-        import psycopg
-        from psycopg import sql
-    except ImportError:
-        unavailable('psycopg is not installed: pip install "offload[postgres]"')
-    base = os.environ.get("OFFLOAD_TEST_POSTGRES_URL", "postgresql://127.0.0.1:5432/test")
-    try:
-        psycopg.connect(base, connect_timeout=3).close()
-    except psycopg.Error as error:
-        unavailable(f"no PostgreSQL at {base} ({str(error).strip()})")
-    schema = f"offload_readme_{uuid.uuid4().hex[:12]}"
-    yield f"{base}{'&' if '?' in base else '?'}schema={schema}"
-    with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
 class MyApp:

@@ -10,8 +10,8 @@ import pytest
 
 from offload.integrations.rq import RQQueue
 from tests.integrations import flask_app
-from tests.integrations.servers import MemcachedServer
 from tests.integrations.stacks import BIN, assert_served_from_cache, concurrent_misses, get, run, worker_env
+from tests.servers import MemcachedServer
 
 rq = pytest.importorskip("rq")
 
