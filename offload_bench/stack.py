@@ -96,6 +96,7 @@ class Clients:
             assert process.stdin is not None
             process.stdin.write(json.dumps(spec.__dict__).encode())
             process.stdin.close()
+            process.stdin = None  # written and closed: communicate() has nothing to send
             self.processes.append(process)
 
     def running(self) -> bool:
@@ -105,15 +106,13 @@ class Clients:
         load = Load()
         try:
             for process in self.processes:
-                assert process.stdout is not None
-                try:
-                    process.wait(max(1.0, self.deadline - time.time()))
+                try:  # reading while waiting: a tally larger than a pipe's buffer must not block its writer
+                    output, _ = process.communicate(timeout=max(1.0, self.deadline - time.time()))
                 except subprocess.TimeoutExpired:
                     load.hangs += 1
                     load.problems += 1
                     load.samples.append("a client process did not finish by its deadline")
                     continue
-                output = process.stdout.read()
                 if process.returncode != 0 or not output:
                     load.problems += 1
                     load.samples.append(f"a client process failed with exit code {process.returncode}")
