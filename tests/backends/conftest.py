@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from backend_contract import BackendSpec
@@ -99,26 +100,25 @@ def spec(request: pytest.FixtureRequest) -> BackendSpec:
     return result
 
 
-@pytest.fixture
-def cache(spec: BackendSpec) -> Iterator[Cache]:
+def opened(spec: BackendSpec, part: str) -> Iterator[Any]:
+    """The backend's ``cache`` or ``queue``, opened from its URL, closed after the test."""
     try:
-        opened = spec.open_cache()
+        found = spec.open_cache() if part == "cache" else spec.open_queue()
     except MissingDependency as error:
         unavailable(str(error))
-    assert isinstance(opened, BACKENDS[spec.name].part("cache") or ()), f"{spec.cache_url} opened {opened!r}"
-    yield opened
-    opened.close()
+    assert isinstance(found, BACKENDS[spec.name].part(part) or ()), f"{spec.name} opened {found!r} as its {part}"
+    yield found
+    found.close()
+
+
+@pytest.fixture
+def cache(spec: BackendSpec) -> Iterator[Cache]:
+    yield from opened(spec, "cache")
 
 
 @pytest.fixture
 def queue(spec: BackendSpec) -> Iterator[Queue]:
-    try:
-        opened = spec.open_queue()
-    except MissingDependency as error:
-        unavailable(str(error))
-    assert isinstance(opened, BACKENDS[spec.name].part("queue") or ()), f"{spec.queue_url} opened {opened!r}"
-    yield opened
-    opened.close()
+    yield from opened(spec, "queue")
 
 
 @pytest.fixture
