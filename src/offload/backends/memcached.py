@@ -435,15 +435,14 @@ class MemcachedCache(Cache):
             )
 
     def _expire_in(self, bucket: str, doomed_in: Callable[[dict[str, Listing]], list[str]]) -> int:
-        """Delete the answers one index entry lists as doomed, then their listings; count the live ones."""
+        """Delete the answers one index entry lists as doomed, then their listings; count those still held."""
         dropped: list[str] = []
 
         def drop(entries: dict[str, Listing]) -> bool:
             doomed = doomed_in(entries)
-            now = time.time()
-            dropped[:] = [key for key in doomed if entries[key][3] > now]
-            if doomed:
-                self.client.delete_many(doomed, noreply=False)
+            # memcached's clock ticks in whole seconds, so an answer may be gone before its
+            # listed expiry: count what memcached itself says it still held.
+            dropped[:] = [key for key in doomed if self.client.delete(key, noreply=False)]
             for key in doomed:
                 del entries[key]
             return bool(doomed)
