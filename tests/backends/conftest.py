@@ -52,9 +52,9 @@ class Backend:
 BACKENDS: dict[str, Backend] = {
     "memory": Backend("memory_spec", "offload.backends.memory:MemoryCache", "offload.backends.memory:MemoryQueue"),
     "sqlite": Backend("sqlite_spec", "offload.backends.sqlite:SQLiteCache", "offload.backends.sqlite:SQLiteQueue"),
-    "redis": Backend("redis_spec", "offload.backends.redis:RedisCache", "offload.backends.redis:RedisQueue"),
+    "redis": Backend("redis_spec", "offload.backends.redis:RedisCache", "offload.backends.redis_queue:RedisQueue"),
     "memcached+redis": Backend(
-        "memcached_spec", "offload.backends.memcached:MemcachedCache", "offload.backends.redis:RedisQueue"
+        "memcached_spec", "offload.backends.memcached:MemcachedCache", "offload.backends.redis_queue:RedisQueue"
     ),
     "postgres": Backend(
         "postgres_spec", "offload.backends.postgres:PostgresCache", "offload.backends.postgres:PostgresQueue"
