@@ -79,6 +79,7 @@ class ASGIMiddleware(Middleware[ASGIApp]):
             app, url=url, cache=cache, queue=queue, ttl=ttl, worker_threads=worker_threads, settings=settings, **options
         )
         self._calls = BackendCalls(self.offloader)
+        self._vary_names = tuple(name.encode("latin-1") for name in self.offloader.settings.vary)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = scope.get("method", "GET")
@@ -90,17 +91,19 @@ class ASGIMiddleware(Middleware[ASGIApp]):
         path = scope_path(scope)
         query = bytes(scope.get("query_string", b""))
         headers = joined_headers(scope)
-
-        def header(name: str) -> bytes | None:
-            return headers.get(name.encode("latin-1"))
-
-        def build_request(key: str) -> StoredRequest:
-            return request_from_scope(scope, key, path, query, self.offloader.settings)
-
-        response = await self.offloader.decide_async(method, path, query, header, build_request, self._calls)
+        response = self.offloader.kept(path, query, tuple([headers.get(name) for name in self._vary_names]))
         if response is None:
-            await self.app(scope, receive, send)
-            return
+
+            def header(name: str) -> bytes | None:
+                return headers.get(name.encode("latin-1"))
+
+            def build_request(key: str) -> StoredRequest:
+                return request_from_scope(scope, key, path, query, self.offloader.settings)
+
+            response = await self.offloader.decide_async(method, path, query, header, build_request, self._calls)
+            if response is None:
+                await self.app(scope, receive, send)
+                return
         await send_response(send, response, with_body=method != "HEAD")
 
 
@@ -211,7 +214,7 @@ async def send_response(send: Send, response: CachedResponse, with_body: bool = 
         {
             "type": "http.response.start",
             "status": response.status,
-            "headers": [(name.encode("latin-1"), value.encode("latin-1")) for name, value in response.headers],
+            "headers": response.raw_headers,
         }
     )
     await send({"type": "http.response.body", "body": response.body if with_body else b"", "more_body": False})

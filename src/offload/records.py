@@ -45,11 +45,21 @@ class CachedResponse:
     failed: bool = False
     expires: float = 0.0
     reason: str = ""
+    _raw_headers: list[tuple[bytes, bytes]] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def status_line(self) -> str:
         """The WSGI status string: the app's own reason phrase if it gave one, such as ``"200 Fine"``."""
         return f"{self.status} {self.reason or _reason(self.status)}"
+
+    @property
+    def raw_headers(self) -> list[tuple[bytes, bytes]]:
+        """The headers as ASGI sends them: ``(name, value)`` byte pairs, encoded once per answer."""
+        raw = self._raw_headers
+        if raw is None:
+            raw = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in self.headers]
+            object.__setattr__(self, "_raw_headers", raw)
+        return raw
 
     def encode(self) -> bytes:
         meta = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 from offload.core import RequestTooLarge
@@ -39,6 +40,11 @@ class WSGIMiddleware(Middleware["WSGIApplication"]):
     Then run the workers: ``offload worker myapp:app``.
     """
 
+    @cached_property
+    def _vary_keys(self) -> tuple[str, ...]:
+        """The environ keys of the ``vary`` headers."""
+        return tuple(_environ_key(name) for name in self.offloader.settings.vary)
+
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "GET")
         if (method != "GET" and method != "HEAD") or environ.get(REPLAY_KEY):
@@ -47,17 +53,20 @@ class WSGIMiddleware(Middleware["WSGIApplication"]):
             self._inline.ensure_started()
         path = _bytes(environ.get("SCRIPT_NAME", "")) + _bytes(environ.get("PATH_INFO", ""))
         query = _bytes(environ.get("QUERY_STRING", ""))
-
-        def header(name: str) -> bytes | None:
-            value = environ.get("HTTP_" + name.upper().replace("-", "_"))
-            return None if value is None else _bytes(value)
-
-        def build_request(key: str) -> StoredRequest:
-            return request_from_environ(environ, key, path, query, self.offloader.settings)
-
-        response = self.offloader.decide_sync(method, path, query, header, build_request)
+        vary = tuple([None if (value := environ.get(name)) is None else _bytes(value) for name in self._vary_keys])
+        response = self.offloader.kept(path, query, vary)
         if response is None:
-            return self.app(environ, start_response)
+
+            def header(name: str) -> bytes | None:
+                value = environ.get(_environ_key(name))
+                return None if value is None else _bytes(value)
+
+            def build_request(key: str) -> StoredRequest:
+                return request_from_environ(environ, key, path, query, self.offloader.settings)
+
+            response = self.offloader.decide_sync(method, path, query, header, build_request)
+            if response is None:
+                return self.app(environ, start_response)
         start_response(response.status_line, list(response.headers))
         return [] if method == "HEAD" else [response.body]
 
@@ -103,3 +112,8 @@ def _bytes(text: str) -> bytes:
         return text.encode("utf-8", "surrogateescape")
     except UnicodeEncodeError:  # even a lone surrogate that stands for no byte must not raise
         return text.encode("utf-8", "surrogatepass")
+
+
+def _environ_key(header: str) -> str:
+    """Where a WSGI environ holds a request header: ``x-tenant`` -> ``HTTP_X_TENANT``."""
+    return "HTTP_" + header.upper().replace("-", "_")
