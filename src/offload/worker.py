@@ -152,19 +152,20 @@ class Worker:
                 cache.delete(offloader.pending_key(claim.key))
             return
         key = request.key
-        running = offloader.running_key(key)
+        running, pending, answer = offloader.running_key(key), offloader.pending_key(key), offloader.response_key(key)
         try:
-            if not cache.add(running, PendingMarker("running", time.time()).encode(), self.settings.lease):
+            marker = PendingMarker("running", time.time()).encode()
+            taken, existing = cache.start_job(running, pending, answer, marker, self.settings.lease)
+            if not taken:
                 # Another worker runs this key, or died running it. Leave this copy
                 # leased: it comes back after the lease and is dropped then if the
                 # other run stored an answer, or run if the other worker is gone.
                 log.debug("job %s for %s runs elsewhere; looking again after the lease", claim.job_id, key)
                 return
-            if self._fresh_answer_exists(key, request.enqueued):
-                cache.delete(running)
+            if _is_fresh(existing, request.enqueued):  # a copy of a job that already ran
+                cache.finish_job(answer, None, 0, None, (pending, running))
                 queue.ack(claim)
                 return
-            cache.set(offloader.pending_key(key), PendingMarker("running", time.time()).encode(), self.settings.lease)
         except BackendUnavailable as error:
             log.error("cannot start job %s (%s); it will be retried", claim.job_id, error)
             self._release(claim)
@@ -178,23 +179,12 @@ class Worker:
             index = IndexEntry(path, canonical_query(parse_query(request.query)), failed=response.failed)
             ttl = self.settings.error_ttl if response.failed else self.settings.ttl_for(path)
             stored = dataclasses.replace(response, expires=response.created + ttl)
-            cache.set(offloader.response_key(key), stored.encode(), ttl, index)
-            cache.delete(offloader.pending_key(key))
-            cache.delete(running)
+            cache.finish_job(answer, stored.encode(), ttl, index, (pending, running))
             queue.ack(claim)
             self.jobs_done += 1
         except BackendUnavailable as error:
             log.error("cannot store the answer of job %s (%s); it will run again", claim.job_id, error)
             self._release(claim, running)
-
-    def _fresh_answer_exists(self, key: str, enqueued: float) -> bool:
-        data = self.offloader.cache.get(self.offloader.response_key(key))
-        if data is None:
-            return False
-        try:
-            return CachedResponse.decode(data).created >= enqueued
-        except CorruptRecord:
-            return False
 
     def _run_with_retries(self, request: StoredRequest) -> CachedResponse | None:
         settings = self.settings
@@ -261,3 +251,13 @@ class Worker:
 def _describe(request: StoredRequest) -> str:
     query = f"?{request.query.decode('latin-1')}" if request.query else ""
     return f"GET {request.path.decode('latin-1')}{query}"
+
+
+def _is_fresh(data: bytes | None, enqueued: float) -> bool:
+    """Whether a stored answer was computed after a job was queued, so the job has nothing left to do."""
+    if data is None:
+        return False
+    try:
+        return CachedResponse.decode(data).created >= enqueued
+    except CorruptRecord:
+        return False

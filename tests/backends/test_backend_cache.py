@@ -266,3 +266,42 @@ async def scenario_again(native: Any) -> None:
     await native.adelete("k")
     assert await native.aget("k") is None
     await native.aclose()
+
+
+def test_start_job_takes_the_lock_once_marks_pending_and_reads_the_answer(cache: Cache) -> None:
+    cache.set("answer", b"computed", 30)
+    assert cache.start_job("running", "pending", "answer", b"marker", 30) == (True, b"computed")
+    assert cache.get("running") == b"marker"
+    assert cache.get("pending") == b"marker"
+    assert cache.start_job("running", "pending", "answer", b"other", 30) == (False, None)
+    assert cache.get("running") == b"marker"
+    assert cache.start_job("running2", "pending2", "no-answer", b"marker", 30) == (True, None)
+
+
+def test_start_job_lock_is_atomic_across_threads(cache: Cache) -> None:
+    barrier = threading.Barrier(8)
+    taken: list[bool] = []
+
+    def start() -> None:
+        barrier.wait()
+        taken.append(cache.start_job("running", "pending", "answer", b"m", 30)[0])
+
+    threads = [threading.Thread(target=start) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(taken) == [False] * 7 + [True]
+
+
+def test_finish_job_stores_the_indexed_answer_then_drops_the_markers(cache: Cache) -> None:
+    cache.set("pending", b"m", 30)
+    cache.set("running", b"m", 30)
+    cache.finish_job("answer", b"computed", 30, answer("/report", "a=1"), ("pending", "running"))
+    assert cache.get("answer") == b"computed"
+    assert (cache.get("pending"), cache.get("running")) == (None, None)
+    assert cache.stats()["cached"] == 1
+    assert cache.expire("/report", [("a", "1")]) == 1
+    cache.set("pending", b"m", 30)
+    cache.finish_job("answer", None, 0, None, ("pending",))
+    assert (cache.get("pending"), cache.get("answer")) == (None, None)

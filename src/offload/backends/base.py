@@ -82,6 +82,34 @@ class Cache(ABC):
     def stats(self) -> dict[str, int]:
         """Counts of live indexed answers: ``{"cached": n, "failed": m}``."""
 
+    def start_job(
+        self, running: str, pending: str, answer: str, marker: bytes, lease: float
+    ) -> tuple[bool, bytes | None]:
+        """Begin a job: take the lock ``running``; if taken, mark ``pending`` as running and read ``answer``.
+
+        Returns whether the lock was taken (an atomic add, as :meth:`add`) and,
+        if so, the value under ``answer``. The same as these three calls in turn;
+        engines that can do it in one round trip override it.
+        """
+        if not self.add(running, marker, lease):
+            return False, None
+        self.set(pending, marker, lease)
+        return True, self.get(answer)
+
+    def finish_job(
+        self, answer: str, value: bytes | None, ttl: float, index: IndexEntry | None, done: Sequence[str]
+    ) -> None:
+        """End a job: store ``value`` under ``answer`` (unless None), then delete each key of ``done``.
+
+        The same as :meth:`set` then :meth:`delete` in turn, in that order (an
+        answer must exist before its markers go); engines that can do it in one
+        round trip override it.
+        """
+        if value is not None:
+            self.set(answer, value, ttl, index)
+        for key in done:
+            self.delete(key)
+
     def generation(self) -> int | None:
         """A number that changes whenever :meth:`expire` removes answers, in any process.
 

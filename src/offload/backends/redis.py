@@ -254,6 +254,16 @@ return 1
 )
 
 # KEYS: key, answers, failed, paths, entries.
+# KEYS: running lock, pending marker, answer. ARGV: marker, lease (ms).
+# The lock is an atomic add; only its taker marks the key running and reads the answer.
+_START_JOB = """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {0} end
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+local ok, answer = pcall(redis.call, 'GET', KEYS[3])
+if ok and answer then return {1, answer} end
+return {1}
+"""
+
 _DELETE = """
 redis.call('DEL', KEYS[1])
 local member = redis.call('HGET', KEYS[5], KEYS[1])
@@ -338,12 +348,16 @@ class RedisCache(Cache):
             return bool(self.redis.client.set(key, value, px=_ms(ttl), nx=True))
 
     def set(self, key: str, value: bytes, ttl: float, index: IndexEntry | None = None) -> None:
+        with self.redis.errors():
+            self.redis.script(_SET)(self._index_keys(key), self._set_args(key, value, ttl, index))
+
+    @staticmethod
+    def _set_args(key: str, value: bytes, ttl: float, index: IndexEntry | None) -> list[Any]:
         kind, member = "", b""
         if index is not None:
             kind = "failed" if index.failed else "ok"
             member = _member(index.path, index.query, key)
-        with self.redis.errors():
-            self.redis.script(_SET)(self._index_keys(key), [value, _ms(ttl), kind, member])
+        return [value, _ms(ttl), kind, member]
 
     def touch(self, key: str, ttl: float) -> bool:
         with self.redis.errors():
@@ -352,6 +366,26 @@ class RedisCache(Cache):
     def delete(self, key: str) -> None:
         with self.redis.errors():
             self.redis.script(_DELETE)(self._index_keys(key), [])
+
+    def start_job(
+        self, running: str, pending: str, answer: str, marker: bytes, lease: float
+    ) -> tuple[bool, bytes | None]:
+        with self.redis.errors():
+            reply: Any = self.redis.script(_START_JOB)([running, pending, answer], [marker, _ms(lease)])
+        return bool(reply[0]), _bytes_or_none(reply[1]) if len(reply) > 1 else None
+
+    def finish_job(
+        self, answer: str, value: bytes | None, ttl: float, index: IndexEntry | None, done: Sequence[str]
+    ) -> None:
+        with self.redis.errors():
+            pipe = self.redis.client.pipeline(transaction=False)  # one round trip, in this order
+            if value is not None:
+                self.redis.script(_SET)(
+                    self._index_keys(answer), self._set_args(answer, value, ttl, index), client=pipe
+                )
+            for key in done:
+                self.redis.script(_DELETE)(self._index_keys(key), [], client=pipe)
+            pipe.execute()
 
     def expire(self, pattern: str, params: Sequence[tuple[str, str]] = ()) -> int:
         matches = path_matcher(pattern)
