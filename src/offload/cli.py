@@ -6,8 +6,10 @@ SQLite file ``offload.sqlite3`` in the working directory).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -92,6 +94,13 @@ def main() -> None:
     "--concurrency", "-c", default=1, show_default=True, type=click.IntRange(1, 256), help="Jobs run at once (threads)."
 )
 @click.option("--burst", is_flag=True, help="Exit when the queue is empty.")
+@click.option(
+    "--nice",
+    default=10,
+    show_default=True,
+    type=click.IntRange(0, 19),
+    help="Lower the worker's CPU priority by this much, so web processes on the same machine stay fast.",
+)
 @protocol_option
 @click.option(
     "--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"])
@@ -103,6 +112,7 @@ def worker(
     queue_url: str | None,
     concurrency: int,
     burst: bool,
+    nice: int,
     protocol: str,
     log_level: str,
 ) -> None:
@@ -124,6 +134,9 @@ def worker(
     logging.getLogger("offload.worker").info(
         "worker for %s on %s, %d thread(s)%s", app, _display_url(offloader.url), concurrency, ", burst" if burst else ""
     )
+    if nice:
+        with contextlib.suppress(OSError):  # a platform without it keeps the priority
+            os.nice(nice)
     runner = Worker(offloader, replay, concurrency=concurrency, burst=burst)
     sys.exit(runner.run())
 
