@@ -14,6 +14,7 @@ import asyncio
 import inspect
 from collections.abc import Awaitable, Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
+from functools import cached_property
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -63,23 +64,14 @@ class ASGIMiddleware(Middleware[ASGIApp]):
     Then run the workers: ``offload worker myapp:app``.
     """
 
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        url: str | None = None,
-        cache: Any = None,
-        queue: Any = None,
-        ttl: float = 300,
-        worker_threads: int | None = None,
-        settings: Settings | None = None,
-        **options: Any,
-    ) -> None:
-        super().__init__(
-            app, url=url, cache=cache, queue=queue, ttl=ttl, worker_threads=worker_threads, settings=settings, **options
-        )
-        self._calls = BackendCalls(self.offloader)
-        self._vary_names = tuple(name.encode("latin-1") for name in self.offloader.settings.vary)
+    @cached_property
+    def _calls(self) -> BackendCalls:
+        return BackendCalls(self.offloader)
+
+    @cached_property
+    def _vary_names(self) -> tuple[bytes, ...]:
+        """The ``vary`` header names as ASGI spells them: lowercase bytes."""
+        return tuple(name.encode("latin-1") for name in self.offloader.settings.vary)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = scope.get("method", "GET")
