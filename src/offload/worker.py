@@ -65,7 +65,8 @@ class Worker:
         self.aborting = threading.Event()  # hand running jobs back now
         self._finished = threading.Event()  # run() returned: the heartbeat stops
         self.jobs_done = 0
-        self._in_flight: dict[str, Claim] = {}
+        # By job and claim: a token alone is unique only per job (Redis: consumer and delivery count).
+        self._in_flight: dict[tuple[str, str], Claim] = {}
         self._lock = threading.Lock()
 
     # -- running ---------------------------------------------------------------
@@ -123,7 +124,7 @@ class Worker:
                     return
                 continue
             with self._lock:
-                self._in_flight[claim.token] = claim
+                self._in_flight[claim.job_id, claim.token] = claim
             try:
                 self.process(claim)
             except Exception:
@@ -134,7 +135,7 @@ class Worker:
                 self.stopping.wait(1.0)
             finally:
                 with self._lock:
-                    self._in_flight.pop(claim.token, None)
+                    self._in_flight.pop((claim.job_id, claim.token), None)
 
     # -- one job ---------------------------------------------------------------
 
