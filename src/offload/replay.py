@@ -63,7 +63,7 @@ def replay_wsgi(app: WSGIApplication, request: StoredRequest, max_body: int) -> 
         REPLAY_KEY: True,
     }
     for name, value in request.headers:
-        key = "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
+        key = environ_key(name.decode("latin-1"))
         text = value.decode("latin-1")
         environ[key] = f"{environ[key]},{text}" if key in environ else text
     started: list[Any] = []
@@ -313,3 +313,8 @@ class _LoopRunner:
             self.lifespans.clear()
             self.loop.run_until_complete(self.loop.shutdown_asyncgens())
             self.loop.close()
+
+
+def environ_key(header: str) -> str:
+    """Where a WSGI environ holds a request header: ``x-tenant`` -> ``HTTP_X_TENANT``."""
+    return "HTTP_" + header.upper().replace("-", "_")

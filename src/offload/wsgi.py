@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from offload.core import RequestTooLarge
 from offload.middleware import Middleware
 from offload.records import StoredRequest
-from offload.replay import REPLAY_KEY
+from offload.replay import REPLAY_KEY, environ_key
 from offload.settings import Settings
 
 if TYPE_CHECKING:
@@ -43,7 +43,7 @@ class WSGIMiddleware(Middleware["WSGIApplication"]):
     @cached_property
     def _vary_keys(self) -> tuple[str, ...]:
         """The environ keys of the ``vary`` headers."""
-        return tuple(_environ_key(name) for name in self.offloader.settings.vary)
+        return tuple(environ_key(name) for name in self.offloader.settings.vary)
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "GET")
@@ -58,7 +58,7 @@ class WSGIMiddleware(Middleware["WSGIApplication"]):
         if response is None:
 
             def header(name: str) -> bytes | None:
-                value = environ.get(_environ_key(name))
+                value = environ.get(environ_key(name))
                 return None if value is None else _bytes(value)
 
             def build_request(key: str) -> StoredRequest:
@@ -112,8 +112,3 @@ def _bytes(text: str) -> bytes:
         return text.encode("utf-8", "surrogateescape")
     except UnicodeEncodeError:  # even a lone surrogate that stands for no byte must not raise
         return text.encode("utf-8", "surrogatepass")
-
-
-def _environ_key(header: str) -> str:
-    """Where a WSGI environ holds a request header: ``x-tenant`` -> ``HTTP_X_TENANT``."""
-    return "HTTP_" + header.upper().replace("-", "_")
