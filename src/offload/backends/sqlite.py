@@ -99,7 +99,7 @@ class SQLiteDatabase:
             return conn
         try:
             conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
+            _use_wal(conn)
             conn.execute("PRAGMA synchronous=NORMAL")
             if not self._schema_ready:
                 conn.executescript(_SCHEMA)
@@ -385,3 +385,18 @@ def _close_wake_socket(sock: socket.socket, name: str) -> None:
     sock.close()
     with contextlib.suppress(OSError):
         os.unlink(name)
+
+
+def _use_wal(conn: sqlite3.Connection) -> None:
+    """Switch the file to WAL once; connections opened at the same moment wait for the one that switches it."""
+    for _ in range(50):
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+                return
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error):
+                raise
+            time.sleep(0.02)
+    conn.execute("PRAGMA journal_mode=WAL")
