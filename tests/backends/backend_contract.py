@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from offload.backends import Cache, Queue, open_backend
+from offload.backends import DEFAULT_NAMESPACE, Cache, Queue, open_backend
 
 #: Values and payloads a backend must hand back byte for byte: it never looks inside them.
 POISON = [
@@ -44,15 +44,15 @@ class BackendSpec:
     cache_url: str | None
     queue_url: str | None
 
-    def open_cache(self) -> Cache:
+    def open_cache(self, namespace: str = DEFAULT_NAMESPACE) -> Cache:
         assert self.cache_url is not None
-        cache = open_backend(self.cache_url).cache
+        cache = open_backend(self.cache_url, namespace).cache
         assert cache is not None, f"{self.cache_url} opened no cache"
         return cache
 
-    def open_queue(self) -> Queue:
+    def open_queue(self, namespace: str = DEFAULT_NAMESPACE) -> Queue:
         assert self.queue_url is not None
-        queue = open_backend(self.queue_url).queue
+        queue = open_backend(self.queue_url, namespace).queue
         assert queue is not None, f"{self.queue_url} opened no queue"
         return queue
 

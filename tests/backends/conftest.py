@@ -68,6 +68,7 @@ NATIVE = {"cache": "aget", "queue": "apush"}
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "shared_backend: runs on the backends that several processes share")
     config.addinivalue_line("markers", "native_coroutines: runs on the backends with native coroutines")
+    config.addinivalue_line("markers", "notifies: runs on the backends whose cache tells of stored answers")
 
 
 def takes(part: type | None, name: str, definition: pytest.Function) -> bool:
@@ -75,6 +76,8 @@ def takes(part: type | None, name: str, definition: pytest.Function) -> bool:
     if part is None:
         return False
     if definition.get_closest_marker("shared_backend") and not part.shared:  # type: ignore[attr-defined]
+        return False
+    if definition.get_closest_marker("notifies") and not getattr(part, "notifies", False):
         return False
     native = definition.get_closest_marker("native_coroutines")
     return not native or inspect.iscoroutinefunction(getattr(part, NATIVE[name], None))

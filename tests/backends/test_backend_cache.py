@@ -11,13 +11,18 @@ from typing import Any
 import pytest
 from backend_contract import POISON, BackendSpec, add_race, eventually
 
-from offload.backends import Cache, IndexEntry
+from offload.backends import Cache, ExpiryRule, IndexEntry
 from offload.keys import canonical_path, canonical_query, parse_query
 
 
-def answer(path: str, query: str = "", failed: bool = False) -> IndexEntry:
+def answer(path: str, query: str = "", failed: bool = False, tags: tuple[str, ...] = ()) -> IndexEntry:
     """The index entry of a cached answer for a decoded path and a raw query."""
-    return IndexEntry(canonical_path(path.encode()), canonical_query(parse_query(query.encode())), failed)
+    return IndexEntry(canonical_path(path.encode()), canonical_query(parse_query(query.encode())), failed, tags)
+
+
+def rule(pattern: str | None, params: list[tuple[str, str]] | None = None, tag: str | None = None) -> ExpiryRule:
+    """What ``expire()`` is given: a path pattern with optional params, or a tag."""
+    return ExpiryRule(pattern, tuple(params or ()), tag)
 
 
 def test_get_missing_is_none(cache: Cache) -> None:
@@ -135,12 +140,12 @@ def test_expire_by_path_with_wildcard(cache: Cache) -> None:
     cache.set("r3", b"3", 60, answer("/report"))
     cache.set("r4", b"4", 60, answer("/other/reports/1"))
     cache.set("pending", b"p", 60)  # not an answer: expire() never touches it
-    assert cache.expire("/reports/*") == 2
+    assert cache.expire(rule("/reports/*")) == 2
     assert cache.get("r1") is None and cache.get("r2") is None
     assert cache.get("r3") == b"3" and cache.get("r4") == b"4" and cache.get("pending") == b"p"
-    assert cache.expire("*") == 2
+    assert cache.expire(rule("*")) == 2
     assert cache.get("pending") == b"p"
-    assert cache.expire("*") == 0
+    assert cache.expire(rule("*")) == 0
 
 
 def test_expire_exact_path_and_inner_wildcard(cache: Cache) -> None:
@@ -148,9 +153,9 @@ def test_expire_exact_path_and_inner_wildcard(cache: Cache) -> None:
     cache.set("b", b"2", 60, answer("/reports/"))
     cache.set("c", b"3", 60, answer("/users/7/avatar"))
     cache.set("d", b"4", 60, answer("/users/7/profile"))
-    assert cache.expire("/reports") == 1
+    assert cache.expire(rule("/reports")) == 1
     assert cache.get("a") is None and cache.get("b") == b"2"
-    assert cache.expire("/users/*/avatar") == 1
+    assert cache.expire(rule("/users/*/avatar")) == 1
     assert cache.get("c") is None and cache.get("d") == b"4"
 
 
@@ -161,11 +166,11 @@ def test_expire_treats_sql_and_glob_characters_literally(cache: Cache) -> None:
     cache.set("percent-other", b"4", 60, answer("/1000"))
     cache.set("bracket", b"5", 60, answer("/[x]"))
     cache.set("bracket-other", b"6", 60, answer("/x"))
-    assert cache.expire("/a_b") == 1
+    assert cache.expire(rule("/a_b")) == 1
     assert cache.get("letter") == b"2"
-    assert cache.expire("/100%") == 1
+    assert cache.expire(rule("/100%")) == 1
     assert cache.get("percent-other") == b"4"
-    assert cache.expire("/[x]") == 1
+    assert cache.expire(rule("/[x]")) == 1
     assert cache.get("bracket-other") == b"6"
 
 
@@ -176,12 +181,12 @@ def test_expire_by_params_matches_exactly(cache: Cache) -> None:
     cache.set("longer-value", b"4", 60, answer("/search", "a=10"))
     cache.set("no-query", b"5", 60, answer("/search"))
     cache.set("other-path", b"6", 60, answer("/find", "a=1"))
-    assert cache.expire("/search", [("a", "1")]) == 2
+    assert cache.expire(rule("/search", [("a", "1")])) == 2
     assert cache.get("exact") is None and cache.get("among-others") is None
     for key in ["longer-name", "longer-value", "no-query", "other-path"]:
         assert cache.get(key) is not None, key
-    assert cache.expire("/search", [("a", "10"), ("b", "2")]) == 0
-    assert cache.expire("/*", [("a", "1")]) == 1
+    assert cache.expire(rule("/search", [("a", "10"), ("b", "2")])) == 0
+    assert cache.expire(rule("/*", [("a", "1")])) == 1
     assert cache.get("other-path") is None
 
 
@@ -190,23 +195,23 @@ def test_expire_non_ascii_paths_and_params(cache: Cache) -> None:
     cache.set("plain", b"2", 60, answer("/cafe/menu"))
     cache.set("tea", b"3", 60, answer("/search", "q=th%C3%A9"))
     cache.set("coffee", b"4", 60, answer("/search", "q=caf%C3%A9"))
-    assert cache.expire("/café/*") == 1
+    assert cache.expire(rule("/café/*")) == 1
     assert cache.get("menu") is None and cache.get("plain") == b"2"
-    assert cache.expire("/search", [("q", "thé")]) == 1
+    assert cache.expire(rule("/search", [("q", "thé")])) == 1
     assert cache.get("tea") is None and cache.get("coffee") == b"4"
 
 
 def test_expire_ignores_expired_answers(cache: Cache) -> None:
     cache.set("gone", b"1", 0.3, answer("/old"))
     assert eventually(lambda: cache.get("gone") is None)
-    assert cache.expire("/old") == 0
+    assert cache.expire(rule("/old")) == 0
 
 
 def test_an_answer_replaced_without_index_is_no_longer_an_answer(cache: Cache) -> None:
     cache.set("k", b"answer", 60, answer("/page"))
     cache.set("k", b"marker", 60)
     assert cache.stats()["cached"] == 0
-    assert cache.expire("/page") == 0
+    assert cache.expire(rule("/page")) == 0
     assert cache.get("k") == b"marker"
 
 
@@ -231,7 +236,7 @@ def test_touch_keeps_an_answer_indexed(cache: Cache) -> None:
     assert cache.touch("k", 60)
     time.sleep(2.5)  # past the first expiry
     assert cache.stats()["cached"] == 1
-    assert cache.expire("/page") == 1
+    assert cache.expire(rule("/page")) == 1
 
 
 def test_close_then_use_again(cache: Cache) -> None:
@@ -270,12 +275,12 @@ async def scenario_again(native: Any) -> None:
 
 def test_start_job_takes_the_lock_once_marks_pending_and_reads_the_answer(cache: Cache) -> None:
     cache.set("answer", b"computed", 30)
-    assert cache.start_job("running", "pending", "answer", b"marker", 30) == (True, b"computed")
+    assert cache.start_job("running", "pending", "answer", b"marker", 30)[:2] == (True, b"computed")
     assert cache.get("running") == b"marker"
     assert cache.get("pending") == b"marker"
-    assert cache.start_job("running", "pending", "answer", b"other", 30) == (False, None)
+    assert cache.start_job("running", "pending", "answer", b"other", 30)[:2] == (False, None)
     assert cache.get("running") == b"marker"
-    assert cache.start_job("running2", "pending2", "no-answer", b"marker", 30) == (True, None)
+    assert cache.start_job("running2", "pending2", "no-answer", b"marker", 30)[:2] == (True, None)
 
 
 def test_start_job_lock_is_atomic_across_threads(cache: Cache) -> None:
@@ -297,11 +302,218 @@ def test_start_job_lock_is_atomic_across_threads(cache: Cache) -> None:
 def test_finish_job_stores_the_indexed_answer_then_drops_the_markers(cache: Cache) -> None:
     cache.set("pending", b"m", 30)
     cache.set("running", b"m", 30)
-    cache.finish_job("answer", b"computed", 30, answer("/report", "a=1"), ("pending", "running"))
+    assert cache.finish_job("answer", b"computed", 30, answer("/report", "a=1"), ("pending", "running"), 0) is True
     assert cache.get("answer") == b"computed"
     assert (cache.get("pending"), cache.get("running")) == (None, None)
     assert cache.stats()["cached"] == 1
-    assert cache.expire("/report", [("a", "1")]) == 1
+    assert cache.expire(rule("/report", [("a", "1")])) == 1
     cache.set("pending", b"m", 30)
-    cache.finish_job("answer", None, 0, None, ("pending",))
+    assert cache.finish_job("answer", None, 0, None, ("pending",), cache.epoch()) is True
     assert (cache.get("pending"), cache.get("answer")) == (None, None)
+
+
+# -- take: an answer meant for one client ------------------------------------------
+
+
+def test_take_returns_the_value_once(cache: Cache) -> None:
+    cache.set("answer", b"for one client", 10, answer("/private"))
+    assert cache.take("answer") == b"for one client"
+    assert cache.take("answer") is None
+    assert cache.get("answer") is None
+    assert cache.take("never-set") is None
+    cache.set("answer", b"the next one", 10, answer("/private"))  # a later answer is taken on its own
+    assert cache.take("answer") == b"the next one"
+
+
+def test_take_is_atomic_across_threads(cache: Cache) -> None:
+    for round_number in range(3):
+        cache.set("answer", f"round {round_number}".encode(), 10, answer("/private"))
+        barrier = threading.Barrier(8)
+        taken: list[bytes | None] = []
+
+        def take() -> None:
+            barrier.wait(timeout=30)
+            taken.append(cache.take("answer"))
+
+        threads = [threading.Thread(target=take) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert sorted(taken, key=lambda value: value or b"") == [None] * 7 + [f"round {round_number}".encode()]
+
+
+# -- tags and soft expiry ------------------------------------------------------------
+
+
+def test_expire_by_tag_matches_tags_exactly(cache: Cache) -> None:
+    cache.set("a", b"1", 60, answer("/a", tags=("report", "customer-42")))
+    cache.set("b", b"2", 60, answer("/b", tags=("reports",)))
+    cache.set("c", b"3", 60, answer("/c", tags=("customer-4",)))
+    cache.set("d", b"4", 60, answer("/d", tags=("re_ort", "rep%", "r*")))
+    cache.set("e", b"5", 60, answer("/e"))
+    assert cache.expire(rule(None, tag="report")) == 1
+    assert cache.get("a") is None
+    assert [cache.get(key) for key in "bcde"] == [b"2", b"3", b"4", b"5"]
+    for tag in ("re_ort", "rep", "r", "customer", "repo%"):
+        assert cache.expire(rule(None, tag=tag)) == (1 if tag == "re_ort" else 0), tag
+    assert cache.get("d") is None
+    assert cache.expire(rule(None, tag="customer-4")) == 1
+    assert cache.get("b") == b"2" and cache.get("e") == b"5"
+
+
+def test_expire_by_tag_and_path_needs_both(cache: Cache) -> None:
+    cache.set("a", b"1", 60, answer("/reports/1", tags=("t",)))
+    cache.set("b", b"2", 60, answer("/other/1", tags=("t",)))
+    cache.set("c", b"3", 60, answer("/reports/2"))
+    assert cache.expire(rule("/reports/*", tag="t")) == 1
+    assert cache.get("a") is None and cache.get("b") == b"2" and cache.get("c") == b"3"
+
+
+def test_a_replaced_answer_keeps_only_its_new_tags(cache: Cache) -> None:
+    cache.set("a", b"1", 60, answer("/a", tags=("old",)))
+    cache.set("a", b"2", 60, answer("/a", tags=("new",)))
+    assert cache.expire(rule(None, tag="old")) == 0
+    assert cache.get("a") == b"2"
+    assert cache.expire(rule(None, tag="new")) == 1
+
+
+def test_soft_expiry_rewrites_instead_of_removing(cache: Cache) -> None:
+    cache.set("a", b"fresh", 60, answer("/page", tags=("t",)))
+    cache.set("b", b"drop me", 60, answer("/page/2"))
+    cache.set("c", b"untouched", 60, answer("/other"))
+
+    def restamp(value: bytes) -> bytes | None:
+        return None if value == b"drop me" else value + b" (stale)"
+
+    assert cache.expire(ExpiryRule("/page*", soft=True), restamp) == 2
+    assert cache.get("a") == b"fresh (stale)"
+    assert cache.get("b") is None
+    assert cache.get("c") == b"untouched"
+    assert cache.stats()["cached"] == 2
+    assert cache.expire(rule(None, tag="t")) == 1  # still indexed, tags included
+
+
+# -- the expiry log: an expiry during a job wins -----------------------------------------
+
+
+def test_every_expiry_moves_the_epoch_on(cache: Cache) -> None:
+    first = cache.epoch()
+    cache.expire(rule("/nothing/here"))
+    second = cache.epoch()
+    cache.expire(rule(None, tag="none"))
+    third = cache.epoch()
+    assert first < second < third
+
+
+def test_expired_since_finds_the_expiries_after_an_epoch(cache: Cache) -> None:
+    before = cache.epoch()
+    cache.expire(rule("/reports/*", [("year", "2024")]))
+    middle = cache.epoch()
+    cache.expire(rule(None, tag="customer-7"))
+    found = cache.expired_since(before, answer("/reports/q1", "year=2024&x=1"))
+    assert found is not None and found.pattern == "/reports/*" and found.params == (("year", "2024"),)
+    assert cache.expired_since(before, answer("/reports/q1", "year=2023")) is None
+    assert cache.expired_since(middle, answer("/reports/q1", "year=2024")) is None
+    tagged = cache.expired_since(before, answer("/x", tags=("customer-7",)))
+    assert tagged is not None and tagged.tag == "customer-7"
+    assert cache.expired_since(cache.epoch(), answer("/reports/q1", "year=2024")) is None
+
+
+def test_finish_job_drops_an_answer_an_expiry_overtook(cache: Cache) -> None:
+    taken, _, since = cache.start_job("running", "pending", "answer", b"m", 30)
+    assert taken
+    cache.expire(rule("/report"))  # while the job runs: its data is older than this expiry
+    survived = cache.finish_job("answer", b"old data", 30, answer("/report"), ("pending", "running"), since)
+    assert survived is False
+    assert cache.get("answer") is None
+    assert (cache.get("pending"), cache.get("running")) == (None, None)
+    taken, _, since = cache.start_job("running", "pending", "answer", b"m", 30)  # the job after the expiry
+    assert cache.finish_job("answer", b"new data", 30, answer("/report"), ("pending", "running"), since) is True
+    assert cache.get("answer") == b"new data"
+
+
+def test_finish_job_keeps_an_answer_an_unrelated_expiry_ran_beside(cache: Cache) -> None:
+    _, _, since = cache.start_job("running", "pending", "answer", b"m", 30)
+    cache.expire(rule("/other/*"))
+    assert cache.finish_job("answer", b"data", 30, answer("/report"), ("pending", "running"), since) is True
+    assert cache.get("answer") == b"data"
+
+
+def test_finish_job_restamps_after_a_soft_expiry(cache: Cache) -> None:
+    _, _, since = cache.start_job("running", "pending", "answer", b"m", 30)
+    cache.expire(ExpiryRule("/report", soft=True), lambda value: value + b" (stale)")
+    survived = cache.finish_job(
+        "answer", b"data", 30, answer("/report"), ("pending", "running"), since, lambda value: value + b" (stale)"
+    )
+    assert survived is False
+    assert cache.get("answer") == b"data (stale)"
+
+
+# -- namespaces ----------------------------------------------------------------------
+
+
+def test_namespaces_do_not_meet(spec: BackendSpec) -> None:
+    shop, blog = spec.open_cache("shop"), spec.open_cache("blog")
+    try:
+        shop.set("shop:r:1", b"shop", 60, answer("/page", tags=("t",)))
+        blog.set("blog:r:1", b"blog", 60, answer("/page", tags=("t",)))
+        assert shop.stats() == {"cached": 1, "failed": 0} and blog.stats() == {"cached": 1, "failed": 0}
+        before = blog.epoch()
+        assert shop.expire(rule("/page")) == 1
+        assert blog.get("blog:r:1") == b"blog"
+        assert blog.epoch() == before
+        assert blog.expired_since(before, answer("/page")) is None
+        assert shop.expire(rule(None, tag="t")) == 0
+        assert blog.expire(rule(None, tag="t")) == 1
+        for cache in (shop, blog):
+            assert {"shop", "blog"} <= set(cache.namespaces())
+    finally:
+        shop.close()
+        blog.close()
+
+
+# -- counters and notifications ----------------------------------------------------------
+
+
+def test_incr_counts_in_a_fixed_window(cache: Cache) -> None:
+    assert [cache.incr("counter", 0.5) for _ in range(3)] == [1, 2, 3]
+    assert eventually(lambda: cache.get("counter") is None)  # the window did not slide
+    assert cache.incr("counter", 30) == 1
+
+
+def test_incr_loses_nothing_across_threads(cache: Cache) -> None:
+    barrier = threading.Barrier(8)
+
+    def count() -> None:
+        barrier.wait(timeout=30)
+        for _ in range(25):
+            cache.incr("counter", 60)
+
+    threads = [threading.Thread(target=count) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert cache.incr("counter", 60) == 201
+
+
+@pytest.mark.notifies
+def test_watch_hears_of_stored_answers(spec: BackendSpec, cache: Cache) -> None:
+    heard: list[str] = []
+    stop = cache.watch(heard.append)
+    assert stop is not None, f"{spec.name} says it notifies, but its watch() returned None"
+    try:
+        time.sleep(0.2)  # a subscription may take a moment to be confirmed
+        writer = spec.open_cache()
+        try:
+            writer.finish_job("answer-1", b"v", 30, answer("/page"), (), writer.epoch())
+        finally:
+            writer.close()
+        assert eventually(lambda: "answer-1" in heard, within=10)
+    finally:
+        stop()
+    heard.clear()
+    cache.finish_job("answer-2", b"v", 30, answer("/page"), (), cache.epoch())
+    time.sleep(0.5)
+    assert "answer-2" not in heard

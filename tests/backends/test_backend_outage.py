@@ -14,7 +14,7 @@ import pytest
 from backend_contract import eventually
 from tests.servers import Server, throwaway_postgres, throwaway_redis
 
-from offload.backends import IndexEntry, open_backend
+from offload.backends import ExpiryRule, IndexEntry, open_backend
 from offload.errors import BackendUnavailable
 
 #: Server backends that can be stopped and started again: name -> a context manager giving a running server.
@@ -57,14 +57,24 @@ def test_backend_down_and_back(server: Server) -> None:
         "set": lambda: cache.set("answer", b"w", 60, IndexEntry("/page", "")),
         "touch": lambda: cache.touch("answer", 60),
         "delete": lambda: cache.delete("answer"),
-        "expire": lambda: cache.expire("/*"),
+        "expire": lambda: cache.expire(ExpiryRule("/*")),
+        "take": lambda: cache.take("answer"),
+        "epoch": cache.epoch,
+        "expired since": lambda: cache.expired_since(0, IndexEntry("/page", "")),
+        "start job": lambda: cache.start_job("running", "pending", "answer", b"m", 60),
+        "finish job": lambda: cache.finish_job("answer", b"v", 60, IndexEntry("/page", ""), ("pending",), 0),
         "cache stats": cache.stats,
+        "cache namespaces": cache.namespaces,
         "push": lambda: queue.push("job", b"payload", limit=10),
         "claim": lambda: queue.claim(lease=60, wait=1),
         "extend": lambda: queue.extend(claim, 60),
         "ack": lambda: queue.ack(claim),
         "release": lambda: queue.release(claim),
+        "bury": lambda: queue.bury(claim, "error"),
+        "dead": queue.dead,
+        "revive": lambda: queue.revive("1"),
         "queue stats": queue.stats,
+        "queue namespaces": queue.namespaces,
     }
     for name, operation in operations.items():
         started = time.monotonic()
@@ -78,7 +88,7 @@ def test_backend_down_and_back(server: Server) -> None:
     assert cache.add("marker", b"m", 60) is True
     cache.set("answer", b"again", 60, IndexEntry("/page", ""))
     assert cache.get("answer") == b"again"
-    assert cache.expire("/page") == 1
+    assert cache.expire(ExpiryRule("/page")) == 1
     queue.push("after", b"restart", limit=10)
     keys = set()
     while (job := queue.claim(lease=60, wait=2)) is not None:

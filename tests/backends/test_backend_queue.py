@@ -27,14 +27,15 @@ def test_claim_from_an_empty_queue_returns_none(queue: Queue) -> None:
 
 def test_push_claim_ack(queue: Queue) -> None:
     queue.push("key-1", b"payload")
-    assert queue.stats() == {"queued": 1, "running": 0}
+    assert queue.stats() == {"queued": 1, "running": 0, "dead": 0}
     claim = claim_now(queue)
     assert claim is not None
     assert (claim.key, claim.payload) == ("key-1", b"payload")
-    assert queue.stats() == {"queued": 0, "running": 1}
+    assert queue.namespace in queue.namespaces()
+    assert queue.stats() == {"queued": 0, "running": 1, "dead": 0}
     assert claim_now(queue) is None  # leased: nobody else gets it
     queue.ack(claim)
-    assert queue.stats() == {"queued": 0, "running": 0}
+    assert queue.stats() == {"queued": 0, "running": 0, "dead": 0}
     assert claim_now(queue) is None
 
 
@@ -57,11 +58,88 @@ def test_release_hands_the_job_back_at_once(queue: Queue) -> None:
     first = claim_now(queue, lease=600)
     assert first is not None
     queue.release(first)
-    assert queue.stats() == {"queued": 1, "running": 0}
+    assert queue.stats() == {"queued": 1, "running": 0, "dead": 0}
     again = queue.claim(lease=600, wait=5)
     assert again is not None
-    assert (again.job_id, again.key, again.payload) == (first.job_id, "key", b"payload")
+    assert (again.key, again.payload) == ("key", b"payload")
     assert queue.extend(first, 600) is False  # the released claim is no longer the owner
+    queue.release(first)  # nor can it hand the job back again
+    assert queue.stats() == {"queued": 0, "running": 1, "dead": 0}
+    queue.ack(again)
+    assert queue.stats() == {"queued": 0, "running": 0, "dead": 0}
+
+
+def test_a_released_job_goes_to_the_back_of_the_queue(queue: Queue) -> None:
+    queue.push("first", b"1")
+    queue.push("second", b"2")
+    claim = claim_now(queue)
+    assert claim is not None and claim.key == "first"
+    queue.release(claim)
+    order = []
+    while (job := claim_now(queue)) is not None:
+        order.append(job.key)
+        queue.ack(job)
+    assert order == ["second", "first"]
+
+
+def test_release_with_a_delay_holds_the_job_back(queue: Queue) -> None:
+    queue.push("key", b"payload")
+    claim = claim_now(queue)
+    assert claim is not None
+    queue.release(claim, delay=1.5)
+    assert queue.claim(lease=30, wait=0.5) is None
+    again = queue.claim(lease=30, wait=15)
+    assert again is not None and (again.key, again.payload) == ("key", b"payload")
+
+
+def test_bury_keeps_a_dead_letter_out_of_the_queue(queue: Queue) -> None:
+    queue.push("doomed", b"payload")
+    queue.push("fine", b"other")
+    claim = claim_now(queue)
+    assert claim is not None and claim.key == "doomed"
+    queue.bury(claim, "delivered 5 times without finishing")
+    assert queue.stats() == {"queued": 1, "running": 0, "dead": 1}
+    [dead] = queue.dead()
+    assert (dead.key, dead.payload, dead.error) == ("doomed", b"payload", "delivered 5 times without finishing")
+    assert abs(dead.buried - time.time()) < 60
+    job = claim_now(queue)
+    assert job is not None and job.key == "fine"
+    queue.ack(job)
+    assert claim_now(queue) is None
+    assert queue.extend(claim, 30) is False
+
+
+def test_revive_puts_a_dead_letter_back(queue: Queue) -> None:
+    for key in ("a", "b", "c"):
+        queue.push(key, key.encode())
+        claim = claim_now(queue)
+        assert claim is not None
+        queue.bury(claim, f"error {key}")
+    assert [dead.key for dead in queue.dead()] == ["c", "b", "a"]  # newest first
+    assert [dead.key for dead in queue.dead(limit=2)] == ["c", "b"]
+    target = next(dead for dead in queue.dead() if dead.key == "b")
+    assert queue.revive(target.job_id) is True
+    assert queue.revive(target.job_id) is False
+    assert queue.revive("no-such-job") is False
+    assert queue.stats() == {"queued": 1, "running": 0, "dead": 2}
+    claim = claim_now(queue)
+    assert claim is not None and (claim.key, claim.payload) == ("b", b"b")
+
+
+def test_namespaces_do_not_share_jobs(spec: BackendSpec) -> None:
+    shop, blog = spec.open_queue("shop"), spec.open_queue("blog")
+    try:
+        shop.push("key", b"shop job")
+        assert blog.claim(lease=30, wait=0.3) is None
+        assert blog.stats() == {"queued": 0, "running": 0, "dead": 0}
+        claim = shop.claim(lease=30, wait=1)
+        assert claim is not None and claim.payload == b"shop job"
+        shop.bury(claim, "x")
+        assert blog.dead() == [] and blog.stats()["dead"] == 0
+        assert "shop" in blog.namespaces()
+    finally:
+        shop.close()
+        blog.close()
 
 
 def test_a_job_whose_lease_ran_out_is_claimable_again(queue: Queue) -> None:
@@ -73,10 +151,10 @@ def test_a_job_whose_lease_ran_out_is_claimable_again(queue: Queue) -> None:
     assert (again.job_id, again.key, again.payload) == (lost.job_id, "key", b"payload")
     assert queue.extend(lost, 30) is False
     queue.ack(lost)  # a stale ack removes nothing
-    assert queue.stats() == {"queued": 0, "running": 1}
+    assert queue.stats() == {"queued": 0, "running": 1, "dead": 0}
     assert queue.extend(again, 30) is True
     queue.ack(again)
-    assert queue.stats() == {"queued": 0, "running": 0}
+    assert queue.stats() == {"queued": 0, "running": 0, "dead": 0}
     assert claim_now(queue) is None
 
 
@@ -87,9 +165,9 @@ def test_extend_keeps_a_long_job(queue: Queue) -> None:
     assert queue.extend(claim, 60) is True
     time.sleep(2.5)  # past the first lease
     assert queue.claim(lease=2, wait=0.5) is None
-    assert queue.stats() == {"queued": 0, "running": 1}
+    assert queue.stats() == {"queued": 0, "running": 1, "dead": 0}
     queue.ack(claim)
-    assert queue.stats() == {"queued": 0, "running": 0}
+    assert queue.stats() == {"queued": 0, "running": 0, "dead": 0}
 
 
 def test_push_with_limit_refuses_past_the_cap(queue: Queue) -> None:
@@ -104,7 +182,7 @@ def test_push_with_limit_refuses_past_the_cap(queue: Queue) -> None:
     with pytest.raises(QueueFull):
         queue.push("d", b"4", limit=2)
     queue.push("d", b"4")  # no limit, no cap
-    assert queue.stats() == {"queued": 3, "running": 1}
+    assert queue.stats() == {"queued": 3, "running": 1, "dead": 0}
 
 
 def test_push_with_limit_is_atomic_across_threads(queue: Queue) -> None:
@@ -198,7 +276,7 @@ def test_each_job_is_claimed_once_across_processes(spec: BackendSpec, queue: Que
         process.join(60)
         assert process.exitcode == 0
     assert sorted(claimed) == sorted(keys)
-    assert queue.stats() == {"queued": 0, "running": 0}
+    assert queue.stats() == {"queued": 0, "running": 0, "dead": 0}
 
 
 def test_stats_after_lease_expiry(queue: Queue) -> None:
@@ -206,8 +284,8 @@ def test_stats_after_lease_expiry(queue: Queue) -> None:
     queue.push("b", b"2")
     assert claim_now(queue, lease=0.3) is not None
     assert claim_now(queue, lease=600) is not None
-    assert queue.stats() == {"queued": 0, "running": 2}
-    assert eventually(lambda: queue.stats() == {"queued": 1, "running": 1})
+    assert queue.stats() == {"queued": 0, "running": 2, "dead": 0}
+    assert eventually(lambda: queue.stats() == {"queued": 1, "running": 1, "dead": 0})
 
 
 def test_close_then_use_again(queue: Queue) -> None:

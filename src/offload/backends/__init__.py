@@ -14,15 +14,36 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from offload.backends.base import Cache, Claim, IndexEntry, Queue
+from offload.backends.base import (
+    DEFAULT_NAMESPACE,
+    Cache,
+    Claim,
+    DeadJob,
+    ExpiryRule,
+    IndexEntry,
+    Queue,
+    check_namespace,
+)
 from offload.errors import ConfigurationError
 
-__all__ = ["DEFAULT_URL", "Backend", "Cache", "Claim", "IndexEntry", "Queue", "open_backend", "resolve_url"]
+__all__ = [
+    "DEFAULT_NAMESPACE",
+    "DEFAULT_URL",
+    "Backend",
+    "Cache",
+    "Claim",
+    "DeadJob",
+    "ExpiryRule",
+    "IndexEntry",
+    "Queue",
+    "open_backend",
+    "resolve_url",
+]
 
 #: The embedded default: one SQLite file in the working directory.
 DEFAULT_URL = "sqlite:///offload.sqlite3"
 
-#: URL scheme -> "module:function" returning a Backend for a URL.
+#: URL scheme -> "module:function" returning a Backend for a URL and a namespace.
 REGISTRY: dict[str, str] = {
     "memory": "offload.backends.memory:open_backend",
     "sqlite": "offload.backends.sqlite:open_backend",
@@ -49,9 +70,14 @@ def resolve_url(url: str | None) -> str:
     return url or os.environ.get("OFFLOAD_URL") or DEFAULT_URL
 
 
-def open_backend(url: str | None = None) -> Backend:
-    """Open the backend a URL names (see :func:`resolve_url` for the default)."""
+def open_backend(url: str | None = None, namespace: str = DEFAULT_NAMESPACE) -> Backend:
+    """Open the backend a URL names (see :func:`resolve_url` for the default), for one namespace.
+
+    Everything the cache and the queue keep belongs to ``namespace``: two
+    namespaces on one store never see each other's jobs, indexes or expiries.
+    """
     url = resolve_url(url)
+    check_namespace(namespace)
     scheme = urlsplit(url).scheme.lower()
     target = REGISTRY.get(scheme)
     if target is None:
@@ -61,5 +87,5 @@ def open_backend(url: str | None = None) -> Backend:
             known = ", ".join(sorted(f"{name}://" for name in REGISTRY))
             raise ConfigurationError(f"unknown backend URL {url!r}: use one of {known}")
     module_name, _, attr = target.partition(":")
-    opener: Callable[[str], Backend] = getattr(importlib.import_module(module_name), attr)
-    return opener(url)
+    opener: Callable[[str, str], Backend] = getattr(importlib.import_module(module_name), attr)
+    return opener(url, namespace)
