@@ -34,18 +34,33 @@ __all__ = [
 __version__ = "0.1.0"
 
 
-def expire(path: str, params: Any = None, *, url: str | None = None) -> int:
-    """Drop cached answers for ``path`` in the backend ``url`` names; return how many.
+def expire(
+    path: str | None = None,
+    params: Any = None,
+    *,
+    tag: str | None = None,
+    url: str | None = None,
+    namespace: str | None = None,
+) -> int:
+    """Drop cached answers for ``path`` (or with ``tag``) in the backend ``url`` names; return how many.
 
     ``path`` may hold ``*`` wildcards (``"/reports/*"``). With ``params`` (a
     mapping or pairs), only answers whose query holds every given
     ``name=value`` exactly are dropped: ``{"a": "1"}`` matches ``?a=1&b=2``
-    but not ``?aa=10``.
+    but not ``?aa=10``. Without ``namespace``, every namespace of the store
+    is expired (a middleware's own ``expire()`` touches only its own).
     """
-    from offload.backends import open_backend
+    from offload.backends import ExpiryRule, open_backend
     from offload.keys import normalize_params
 
-    cache = open_backend(url).cache
-    if cache is None:
+    rule = ExpiryRule(path, normalize_params(params), tag)
+    probe = open_backend(url).cache
+    if probe is None:
         raise ConfigurationError(f"the backend {url!r} has no cache")
-    return cache.expire(path, normalize_params(params))
+    names = [namespace] if namespace else probe.namespaces()
+    count = 0
+    for name in names:
+        cache = open_backend(url, name).cache
+        if cache is not None:
+            count += cache.expire(rule)
+    return count

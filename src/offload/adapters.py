@@ -18,12 +18,11 @@ of them is imported unless it is already in use.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Sequence
 from typing import Any
 
 from offload.backends import open_backend
-from offload.backends.base import Cache, Claim, IndexEntry, Queue
-from offload.errors import ConfigurationError
+from offload.backends.base import DEFAULT_NAMESPACE, Cache, ExpiryRule, IndexEntry, Queue, Restamp
+from offload.errors import BackendUnavailable, ConfigurationError
 
 
 def _library(obj: Any) -> str:
@@ -31,12 +30,12 @@ def _library(obj: Any) -> str:
     return type(obj).__module__.partition(".")[0]
 
 
-def adapt_cache(obj: Any) -> Cache:
-    """Return ``obj`` as a :class:`Cache`: a URL, an offload cache, a known client, or a duck-typed one."""
+def adapt_cache(obj: Any, namespace: str = DEFAULT_NAMESPACE) -> Cache:
+    """Return ``obj`` as a :class:`Cache` of ``namespace``: a URL, an offload cache, a known client, or a duck."""
     if isinstance(obj, Cache):
         return obj
     if isinstance(obj, str):
-        cache = open_backend(obj).cache
+        cache = open_backend(obj, namespace).cache
         if cache is None:
             raise ConfigurationError(
                 f"cache={obj!r}: this backend has no cache; use memcached://, redis:// or sqlite://"
@@ -46,25 +45,25 @@ def adapt_cache(obj: Any) -> Cache:
     if library == "pymemcache":
         from offload.backends.memcached import MemcachedCache
 
-        return MemcachedCache(obj)
+        return MemcachedCache(obj, namespace=namespace)
     if library == "redis" and callable(getattr(obj, "set", None)):
-        return _redis_cache(obj)
+        return _redis_cache(obj, namespace)
     if library == "django" and callable(getattr(obj, "add", None)):
-        return DjangoCache(obj)
+        return DjangoCache(obj, namespace)
     if callable(getattr(obj, "get", None)) and callable(getattr(obj, "add", None)):
-        return DuckCache(obj)
+        return DuckCache(obj, namespace)
     raise ConfigurationError(
         f"cache={obj!r} is not usable: pass a backend URL, an offload Cache, "
         "or an object with get(key) and an atomic add(key, value, timeout)"
     )
 
 
-def adapt_queue(obj: Any) -> Queue:
+def adapt_queue(obj: Any, namespace: str = DEFAULT_NAMESPACE) -> Queue:
     """Return ``obj`` as a :class:`Queue`: a URL, an offload queue, an ``rq.Queue``, a Celery app, or ``enqueue``."""
     if isinstance(obj, Queue):
         return obj
     if isinstance(obj, str):
-        queue = open_backend(obj).queue
+        queue = open_backend(obj, namespace).queue
         if queue is None:
             raise ConfigurationError(
                 f"queue={obj!r}: this backend has no queue; use redis://, postgresql:// or sqlite://"
@@ -80,6 +79,8 @@ def adapt_queue(obj: Any) -> Queue:
 
         return CeleryQueue(obj)
     if callable(getattr(obj, "enqueue", None)):
+        from offload.jobs import EnqueueQueue
+
         return EnqueueQueue(obj)
     raise ConfigurationError(
         f"queue={obj!r} is not usable: pass a backend URL, an offload Queue, an rq.Queue, a Celery app, "
@@ -87,7 +88,7 @@ def adapt_queue(obj: Any) -> Queue:
     )
 
 
-def _redis_cache(client: Any) -> Cache:
+def _redis_cache(client: Any, namespace: str) -> Cache:
     """The Redis backend's cache (atomic ``SET NX PX``, indexed answers) over a client the application has."""
     if type(client).__module__.startswith("redis.asyncio"):
         raise ConfigurationError(
@@ -99,13 +100,7 @@ def _redis_cache(client: Any) -> Cache:
             "cache=redis.Redis(decode_responses=True) turns answers into text: pass a client without it"
         )
     module = importlib.import_module("offload.backends.redis")
-    from_client = getattr(module.RedisCache, "from_client", None)
-    if from_client is not None:
-        cache: Cache = from_client(client)
-        return cache
-    connection = module.RedisConnection("redis://")  # the cache only uses .client: this URL is never dialled
-    connection._client = client
-    cache = module.RedisCache(connection)
+    cache: Cache = module.RedisCache.from_client(client, namespace)
     return cache
 
 
@@ -113,14 +108,18 @@ class DuckCache(Cache):
     """A cache object with ``get``/``add``/``set``/``delete`` taking ``(key, value, timeout)``.
 
     Such a cache cannot list its keys, so :meth:`expire` and :meth:`stats`
-    are not available through it.
+    are not available through it, and it has no expiry log. Some such caches
+    drop a value they cannot hold without saying so (Django's memcached cache
+    over 1 MiB): every write is read back, and a dropped one is reported as
+    a failure, never as done.
     """
 
     #: What to suggest when expire() or stats() is asked of a cache that cannot list keys.
     instead = "pass a backend URL (cache='memcached://...' or 'redis://...') or the client itself"
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, namespace: str = DEFAULT_NAMESPACE) -> None:
         self.client = client
+        self.namespace = namespace
 
     def get(self, key: str) -> bytes | None:
         value = self.client.get(key)
@@ -131,6 +130,8 @@ class DuckCache(Cache):
 
     def set(self, key: str, value: bytes, ttl: float, index: IndexEntry | None = None) -> None:
         self.client.set(key, value, _seconds(ttl))
+        if self.client.get(key) != value:
+            raise BackendUnavailable(f"{type(self.client).__name__} did not keep the value of {key} (too large?)")
 
     def touch(self, key: str, ttl: float) -> bool:
         touch = getattr(self.client, "touch", None)
@@ -145,15 +146,32 @@ class DuckCache(Cache):
     def delete(self, key: str) -> None:
         self.client.delete(key)
 
-    def expire(self, pattern: str, params: Sequence[tuple[str, str]] = ()) -> int:
+    def incr(self, key: str, ttl: float) -> int:
+        if self.client.add(key, 1, _seconds(ttl)):
+            return 1
+        try:
+            return int(self.client.incr(key))
+        except ValueError:  # expired between the two calls
+            return self.incr(key, ttl)
+
+    def expire(self, rule: ExpiryRule, restamp: Restamp | None = None) -> int:
         raise ConfigurationError(
             f"{type(self.client).__name__} cannot list its keys, so expire() cannot work: {self.instead}"
         )
+
+    def epoch(self) -> int:
+        return 0  # no expire(), so no expiry ever overtakes a job
+
+    def expired_since(self, epoch: int, entry: IndexEntry) -> ExpiryRule | None:
+        return None
 
     def stats(self) -> dict[str, int]:
         raise ConfigurationError(
             f"{type(self.client).__name__} cannot list its keys, so stats() cannot work: {self.instead}"
         )
+
+    def namespaces(self) -> list[str]:
+        return [self.namespace]
 
 
 class DjangoCache(DuckCache):
@@ -174,35 +192,3 @@ class DjangoCache(DuckCache):
 def _seconds(ttl: float) -> int:
     """Whole seconds, at least one: the timeout unit every cache client accepts."""
     return max(1, round(ttl))
-
-
-class EnqueueQueue(Queue):
-    """A queue object with ``enqueue(func, *args)``: offload only pushes; its own workers run the jobs.
-
-    Its workers need ``OFFLOAD_APP=module:app`` in their environment, so
-    :func:`offload.jobs.perform` can find the app and, through its middleware,
-    the cache.
-    """
-
-    def __init__(self, client: Any) -> None:
-        self.client = client
-
-    def push(self, key: str, payload: bytes, limit: int | None = None) -> None:
-        from offload.jobs import perform
-
-        self.client.enqueue(perform, payload.decode("latin-1"))
-
-    def claim(self, lease: float, wait: float) -> Claim | None:
-        raise ConfigurationError(f"jobs pushed to {type(self.client).__name__} are run by its own workers")
-
-    def extend(self, claim: Claim, lease: float) -> bool:
-        return True
-
-    def ack(self, claim: Claim) -> None:
-        """Nothing to do: the external worker owns the job."""
-
-    def release(self, claim: Claim) -> None:
-        """Nothing to do: the external worker owns the job."""
-
-    def stats(self) -> dict[str, int]:
-        return {}

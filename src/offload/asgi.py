@@ -16,14 +16,13 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from typing import Any
-from urllib.parse import unquote_to_bytes
 
-from offload.core import OPERATIONS, Offloader, Operation, RequestTooLarge
+from offload.core import OPERATIONS, Incoming, Offloader, Operation
 from offload.errors import BackendUnavailable, QueueFull
+from offload.keys import Target, canonical_query, parse_query, target_from_url
 from offload.middleware import Middleware
-from offload.records import CachedResponse, StoredRequest
+from offload.records import CachedResponse
 from offload.replay import REPLAY_KEY
-from offload.settings import Settings
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -73,6 +72,10 @@ class ASGIMiddleware(Middleware[ASGIApp]):
         """The ``vary`` header names as ASGI spells them: lowercase bytes."""
         return tuple(name.encode("latin-1") for name in self.offloader.settings.vary)
 
+    def target_for(self, url: str) -> Target:
+        """The target of a request for ``url``: ASGI servers hand the app the path as written, too."""
+        return target_from_url(url, raw_path=True)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = scope.get("method", "GET")
         if scope["type"] != "http" or (method != "GET" and method != "HEAD") or scope.get(REPLAY_KEY):
@@ -80,19 +83,21 @@ class ASGIMiddleware(Middleware[ASGIApp]):
             return
         if self._inline.threads:  # none unless memory:// or asked for; the check costs a system call
             self._inline.ensure_started()
-        path = scope_path(scope)
-        query = bytes(scope.get("query_string", b""))
         headers = joined_headers(scope)
-        response = self.offloader.kept(path, query, tuple([headers.get(name) for name in self._vary_names]))
+        inputs = (
+            scope.get("scheme", "http"),
+            headers.get(b"host"),
+            scope.get("server"),
+            scope.get("root_path", ""),
+            scope.get("path", ""),
+            scope.get("raw_path"),
+            scope.get("query_string", b""),
+            *[headers.get(name) for name in self._vary_names],
+        )
+        response = self.offloader.kept(inputs)
         if response is None:
-
-            def header(name: str) -> bytes | None:
-                return headers.get(name.encode("latin-1"))
-
-            def build_request(key: str) -> StoredRequest:
-                return request_from_scope(scope, key, path, query, self.offloader.settings)
-
-            response = await self.offloader.decide_async(method, path, query, header, build_request, self._calls)
+            incoming = incoming_from_scope(scope, method, headers, inputs)
+            response = await self.offloader.decide_async(incoming, self._calls)
             if response is None:
                 await self.app(scope, receive, send)
                 return
@@ -140,18 +145,45 @@ def native_method(target: object, name: str) -> Callable[..., Awaitable[Any]] | 
     return method if inspect.iscoroutinefunction(method) else None
 
 
-def scope_path(scope: Scope) -> bytes:
-    """The request path as bytes, percent-decoded, mount point included: WSGI's SCRIPT_NAME + PATH_INFO.
+def incoming_from_scope(scope: Scope, method: str, headers: dict[bytes, bytes], inputs: tuple[Any, ...]) -> Incoming:
+    """The request as :class:`offload.core.Incoming`: its target (``raw_path`` kept as sent) and its headers."""
+    host = headers.get(b"host")
+    if host is None:  # HTTP/1.0 without Host: the server's own name and port
+        server = scope.get("server") or ("localhost", 80)
+        host = f"{server[0]}:{server[1]}".encode("latin-1", "replace")
+    root, path = scope_path(scope)
+    raw = scope.get("raw_path")
+    query = canonical_query(parse_query(bytes(scope.get("query_string", b""))))
+    target = Target(
+        str(scope.get("scheme", "http")),
+        host.decode("latin-1"),
+        root,
+        path,
+        query.encode("ascii"),
+        None if raw is None else bytes(raw),
+    )
 
-    ``raw_path`` is preferred, so that any byte the client sent (not only
-    valid UTF-8) reaches the key exactly as a WSGI server would decode it.
+    def header(name: str) -> bytes | None:
+        return headers.get(name.encode("latin-1"))
+
+    def names() -> list[str]:
+        return [name.decode("latin-1") for name in headers]
+
+    return Incoming(method, target, inputs, header, names)
+
+
+def scope_path(scope: Scope) -> tuple[bytes, bytes]:
+    """The mount point and the path below it, percent-decoded, as WSGI's SCRIPT_NAME and PATH_INFO.
+
+    ``path`` is used as the server decoded it (the key holds ``raw_path``
+    besides, exactly as sent); a ``path`` that includes ``root_path``, as
+    recent servers send it, has it removed.
     """
     root = _utf8(scope.get("root_path", ""))
-    raw = scope.get("raw_path")
-    path = unquote_to_bytes(bytes(raw)) if raw else _utf8(scope.get("path", ""))
-    if root and not path.startswith(root):
-        path = root + path
-    return path
+    path = _utf8(scope.get("path", ""))
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    return root, path
 
 
 def _utf8(text: object) -> bytes:
@@ -169,35 +201,6 @@ def joined_headers(scope: Scope) -> dict[bytes, bytes]:
         name = bytes(name).lower()
         headers[name] = headers[name] + b"," + bytes(value) if name in headers else bytes(value)
     return headers
-
-
-def request_from_scope(scope: Scope, key: str, path: bytes, query: bytes, settings: Settings) -> StoredRequest:
-    """What a worker needs to replay this request (see :class:`offload.records.StoredRequest`)."""
-    headers = []
-    size = 0
-    for raw_name, raw_value in scope.get("headers", ()):
-        name = bytes(raw_name).lower()
-        if not settings.replays_header(name.decode("latin-1")):
-            continue
-        value = bytes(raw_value)
-        size += len(name) + len(value) + 4
-        if size > settings.max_headers:
-            raise RequestTooLarge()
-        headers.append((name, value))
-    server = scope.get("server") or ("localhost", 80)
-    client = scope.get("client") or ("", 0)
-    root = _utf8(scope.get("root_path", ""))
-    return StoredRequest(
-        key=key,
-        path=path,
-        query=query,
-        headers=tuple(headers),
-        scheme=str(scope.get("scheme", "http")),
-        server=(str(server[0]), int(server[1]) if server[1] is not None else 80),
-        root_path=root.decode("latin-1"),  # bytes as latin-1 text, as SCRIPT_NAME holds them
-        client=str(client[0]),
-        http_version=str(scope.get("http_version", "1.1")),
-    )
 
 
 async def send_response(send: Send, response: CachedResponse, with_body: bool = True) -> None:

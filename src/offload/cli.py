@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import click
 
-from offload.backends import Cache, Queue, open_backend, resolve_url
+from offload.backends import DEFAULT_NAMESPACE, Cache, ExpiryRule, Queue, open_backend, resolve_url
 from offload.errors import OffloadError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -50,18 +50,39 @@ def parts_options(func: F) -> F:
     )(func)
 
 
-def open_cache(url: str | None, cache_url: str | None) -> Cache | None:
+def open_cache(url: str | None, cache_url: str | None, namespace: str = DEFAULT_NAMESPACE) -> Cache | None:
     """The cache the options name: ``--cache`` when given, else the ``--url`` backend's."""
     from offload.adapters import adapt_cache
 
-    return adapt_cache(cache_url) if cache_url else open_backend(url).cache
+    return adapt_cache(cache_url, namespace) if cache_url else open_backend(url, namespace).cache
 
 
-def open_queue(url: str | None, queue_url: str | None) -> Queue | None:
+def open_queue(url: str | None, queue_url: str | None, namespace: str = DEFAULT_NAMESPACE) -> Queue | None:
     """The queue the options name: ``--queue`` when given, else the ``--url`` backend's."""
     from offload.adapters import adapt_queue
 
-    return adapt_queue(queue_url) if queue_url else open_backend(url).queue
+    return adapt_queue(queue_url, namespace) if queue_url else open_backend(url, namespace).queue
+
+
+def namespace_option(func: F) -> F:
+    """``--namespace``: act on one namespace of the store instead of all of them."""
+    return click.option(
+        "--namespace",
+        "-n",
+        default=None,
+        help="Only this namespace (default: every namespace the store holds).",
+    )(func)
+
+
+def store_namespaces(url: str | None, cache_url: str | None, queue_url: str | None) -> list[str]:
+    """Every namespace the store holds: what its cache and its queue list."""
+    found: set[str] = set()
+    cache, queue = open_cache(url, cache_url), open_queue(url, queue_url)
+    for part in (cache, queue):
+        if part is not None:
+            found.update(part.namespaces())
+            part.close()
+    return sorted(found)
 
 
 def protocol_option(func: F) -> F:
@@ -118,21 +139,34 @@ def worker(
 ) -> None:
     """Process queued jobs for APP (MODULE:ATTR, the app wrapped in offload's middleware or the bare app)."""
     from offload.core import Offloader
-    from offload.importer import find_offloader, import_app, replayer_for
+    from offload.importer import find_offloader, import_app
+    from offload.namespaces import namespace_for
+    from offload.replay import replayer_for
+    from offload.settings import Settings
     from offload.worker import Worker
 
     _setup_logging(log_level)
     target = _load(app, import_app)
     found = find_offloader(target)
-    if found is None:
-        offloader = Offloader(url=url, cache=cache_url, queue=queue_url)
-    elif url or cache_url or queue_url:  # the command line names the backend: it wins
-        offloader = Offloader(url=url, cache=cache_url, queue=queue_url, settings=found.settings)
-    else:
+    if found is not None and not (url or cache_url or queue_url):
         offloader = found
+    else:  # a bare app (wrapped with default options, as `offload serve` does), or the command line names the backend
+        settings = found.settings if found is not None else Settings(namespace=namespace_for(target))
+        namespace = settings.namespace or DEFAULT_NAMESPACE
+        offloader = Offloader(
+            url=url,
+            cache=open_cache(url, cache_url, namespace) if cache_url else None,
+            queue=open_queue(url, queue_url, namespace) if queue_url else None,
+            settings=settings,
+        )
     replay = replayer_for(target, None if protocol == "auto" else protocol)
     logging.getLogger("offload.worker").info(
-        "worker for %s on %s, %d thread(s)%s", app, _display_url(offloader.url), concurrency, ", burst" if burst else ""
+        "worker for %s (namespace %s) on %s, %d thread(s)%s",
+        app,
+        offloader.namespace,
+        _display_url(offloader.url),
+        concurrency,
+        ", burst" if burst else "",
     )
     if nice:
         with contextlib.suppress(OSError):  # a platform without it keeps the priority
@@ -196,27 +230,50 @@ def serve(
 
 
 @main.command()
-@click.argument("path")
+@click.argument("path", required=False)
 @click.option(
     "--param", "-p", "params", multiple=True, metavar="KEY=VALUE", help="Only answers whose query has KEY=VALUE."
 )
+@click.option("--tag", "-t", default=None, help="Only answers the app tagged with TAG (exactly).")
 @url_option
 @click.option("--cache", "cache_url", envvar="OFFLOAD_CACHE_URL", default=None, help="Cache URL, if not --url's.")
-def expire(path: str, params: tuple[str, ...], url: str | None, cache_url: str | None) -> None:
-    """Drop cached answers for PATH ('*' matches anything, e.g. '/reports/*')."""
+@namespace_option
+def expire(
+    path: str | None,
+    params: tuple[str, ...],
+    tag: str | None,
+    url: str | None,
+    cache_url: str | None,
+    namespace: str | None,
+) -> None:
+    """Drop cached answers for PATH ('*' matches anything, e.g. '/reports/*'), or with --tag.
+
+    Without --namespace, answers of every namespace of the store are dropped.
+    """
     pairs = []
     for param in params:
         name, sep, value = param.partition("=")
         if not sep or not name:
             raise click.BadParameter(f"{param!r} is not KEY=VALUE", param_hint="--param")
         pairs.append((name, value))
+    if path is None and tag is None:
+        raise click.UsageError("name a PATH, a --tag, or both")
     from offload.keys import normalize_params
 
+    rule = ExpiryRule(path, normalize_params(pairs), tag)
+
     def run() -> int:
-        cache = open_cache(url, cache_url)
-        if cache is None:
-            raise click.ClickException(f"{_display_url(url)} has no cache: name one with --cache")
-        return cache.expire(path, normalize_params(pairs))
+        namespaces = [namespace] if namespace else store_namespaces(url, cache_url, None)
+        count = 0
+        for name in namespaces:
+            cache = open_cache(url, cache_url, name)
+            if cache is None:
+                raise click.ClickException(f"{_display_url(url)} has no cache: name one with --cache")
+            try:
+                count += cache.expire(rule)
+            finally:
+                cache.close()
+        return count
 
     count = _backend_call(run)
     click.echo(f"expired {count} cached answer{'s' if count != 1 else ''}")
@@ -225,26 +282,40 @@ def expire(path: str, params: tuple[str, ...], url: str | None, cache_url: str |
 @main.command()
 @url_option
 @parts_options
+@namespace_option
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
-def status(url: str | None, cache_url: str | None, queue_url: str | None, as_json: bool) -> None:
-    """Show queued, running, cached and failed counts."""
+def status(url: str | None, cache_url: str | None, queue_url: str | None, namespace: str | None, as_json: bool) -> None:
+    """Show queued, running, dead, cached and failed counts, for each namespace of the store."""
 
-    def counts() -> dict[str, int]:
-        cache, queue = open_cache(url, cache_url), open_queue(url, queue_url)
-        result = {"queued": 0, "running": 0, "cached": 0, "failed": 0}
-        if queue is not None:
-            result.update(queue.stats())
-        if cache is not None:
-            result.update(cache.stats())
+    def counts(name: str) -> dict[str, int]:
+        cache, queue = open_cache(url, cache_url, name), open_queue(url, queue_url, name)
+        result = {"queued": 0, "running": 0, "dead": 0, "cached": 0, "failed": 0}
+        try:
+            if queue is not None:
+                result.update(queue.stats())
+            if cache is not None:
+                result.update(cache.stats())
+        finally:
+            for part in (cache, queue):
+                if part is not None:
+                    part.close()
         return result
 
-    result = _backend_call(counts)
+    def everything() -> dict[str, dict[str, int]]:
+        names = [namespace] if namespace else store_namespaces(url, cache_url, queue_url)
+        return {name: counts(name) for name in names}
+
+    result = _backend_call(everything)
     if as_json:
-        click.echo(json.dumps(result))
+        click.echo(json.dumps(result if namespace is None else result[namespace]))
         return
     click.echo(f"backend  {_display_url(url)}")
-    for name in ("queued", "running", "cached", "failed"):
-        click.echo(f"{name:8} {result[name]}")
+    if not result:
+        click.echo("(no namespace holds anything yet)")
+    for name, figures in result.items():
+        click.echo(f"namespace {name}")
+        for field in ("queued", "running", "dead", "cached", "failed"):
+            click.echo(f"  {field:8} {figures[field]}")
 
 
 @main.command()

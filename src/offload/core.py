@@ -5,24 +5,31 @@ operations it needs (``("get", key)``, ``("add", key, value, ttl)``, ...) and
 receives their results. The WSGI middleware runs it with blocking calls
 (:meth:`Offloader.decide_sync`), the ASGI middleware with awaited ones, so the
 decision logic exists exactly once and never performs I/O by itself.
+
+A request goes through the steps Varnish names: *recv* (is it offloaded at
+all, is it too large), *hash* (:meth:`Offloader.primary_key`, then the key of
+its variant when the app's ``Vary`` was learned for the URL), *lookup* (an
+answer, one meant for a single client, or nothing) and *miss* (queue exactly
+one job for the key, answer 202). What a worker may store is decided in
+:mod:`offload.storable`, after the replay.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 import time
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Generator, Iterable
+from dataclasses import dataclass
 from typing import Any, Literal
 
-from offload.backends import Backend, Cache, Queue, open_backend, resolve_url
+from offload.backends import DEFAULT_NAMESPACE, Backend, Cache, ExpiryRule, Queue, open_backend, resolve_url
 from offload.errors import BackendUnavailable, ConfigurationError, CorruptRecord, QueueFull
-from offload.keys import request_key
-from offload.local import LocalTier
-from offload.records import CachedResponse, PendingMarker, StoredRequest
-from offload.settings import Settings
+from offload.keys import Target, normalize_params, request_key, variant_key
+from offload.local import KeyMemo, LocalTier
+from offload.records import CachedResponse, PendingMarker, StoredRequest, VaryRecord, decode_stored
+from offload.settings import Settings, settings_from
 
 log = logging.getLogger("offload")
 
@@ -30,59 +37,86 @@ log = logging.getLogger("offload")
 Operation = tuple[Any, ...]
 Decision = Generator[Operation, Any, "CachedResponse | None"]
 
-#: Request keys remembered per process, so a hit skips hashing; cleared when full.
-KEY_MEMO_SIZE = 10_000
-
-OPERATIONS = {"get": "cache", "add": "cache", "delete": "cache", "push": "queue"}
+#: Which part of the backend each operation of :meth:`Offloader.decide` goes to.
+OPERATIONS = {"get": "cache", "add": "cache", "delete": "cache", "take": "cache", "push": "queue"}
 
 
 class RequestTooLarge(Exception):
-    """Raised by a request builder when the request exceeds ``max_headers``."""
+    """The keyed request headers exceed ``max_headers``."""
+
+
+@dataclass(slots=True)
+class Incoming:
+    """One GET or HEAD as the core sees it; an adapter builds it when the in-memory tier had no answer.
+
+    ``inputs`` is a tuple of the raw request parts the key depends on, as the
+    adapter reads them (its hash is remembered, so a repeated request skips
+    SHA-256); ``header(name)`` returns a request header by lowercase name,
+    repeated ones joined with commas; ``names()`` the lowercase names of
+    every header the client sent.
+    """
+
+    method: str
+    target: Target
+    inputs: tuple[Any, ...]
+    header: Callable[[str], bytes | None]
+    names: Callable[[], Iterable[str]]
 
 
 def own_answer(status: int, retry_after: int | None = None, body: bytes = b"") -> CachedResponse:
-    """An answer of offload's own: never cached by proxies, with an optional ``Retry-After``."""
-    headers = [("Cache-Control", "no-store")]
+    """An answer of offload's own: plain text, never cached by proxies, with an optional ``Retry-After``."""
+    headers = [("Content-Type", "text/plain; charset=utf-8"), ("Cache-Control", "no-store")]
     if retry_after is not None:
         headers.insert(0, ("Retry-After", str(retry_after)))
-    if body:
-        headers.append(("Content-Type", "text/plain; charset=utf-8"))
     headers.append(("Content-Length", str(len(body))))
-    return CachedResponse(status, tuple(headers), body)
+    return CachedResponse(status, tuple(headers), body, from_app=False)
+
+
+def keys_of(request: StoredRequest) -> tuple[str, str]:
+    """The primary key and the key of a stored request, computed again from what it holds.
+
+    A worker compares them with the keys the request was stored under: a job
+    whose inputs do not give its key is not offload's, and is dropped.
+    """
+    primary = request_key(request.target, [(name, request.header(name)) for name in request.vary])
+    if not request.learned:
+        return primary, primary
+    return primary, variant_key(primary, [(name, request.header(name)) for name in request.learned])
 
 
 class Offloader:
     """Holds the settings and the backend, and decides how to answer each request.
 
     ``url`` names the backend (see :func:`offload.backends.open_backend`);
-    ``cache`` and ``queue`` override its parts with objects of your own.
-    Keyword options are those of :class:`offload.settings.Settings`.
+    ``cache`` and ``queue`` are parts of your own that replace its parts
+    (objects keeping the contract of :mod:`offload.backends.base`; the
+    middlewares turn clients and URLs into such objects). Keyword options are
+    those of :class:`offload.settings.Settings`.
     """
 
     def __init__(
         self,
         *,
         url: str | None = None,
-        cache: Any = None,
-        queue: Any = None,
+        cache: Cache | None = None,
+        queue: Queue | None = None,
         settings: Settings | None = None,
         **options: Any,
     ) -> None:
         if settings is not None and options:
             raise ConfigurationError("pass either settings= or keyword options, not both")
-        self.settings = settings if settings is not None else Settings(**options)
-        if url is None:  # as OFFLOAD_URL, these name the parts when the code names nothing
-            cache = cache if cache is not None else os.environ.get("OFFLOAD_CACHE_URL") or None
-            queue = queue if queue is not None else os.environ.get("OFFLOAD_QUEUE_URL") or None
+        self.settings = settings if settings is not None else settings_from(options)
+        self.namespace = self.settings.namespace or DEFAULT_NAMESPACE
         self.url = resolve_url(url)  # read the environment now, not at the first request
         self._explicit_cache = cache
         self._explicit_queue = queue
         self._backend: Backend | None = None
         self._backend_lock = threading.Lock()
-        prefix = self.settings.namespace
+        prefix = self.namespace
         self._response_prefix = f"{prefix}:r:"
         self._pending_prefix = f"{prefix}:p:"
         self._running_prefix = f"{prefix}:l:"
+        self._attempts_prefix = f"{prefix}:a:"
         s = self.settings
         self.accepted = own_answer(202, s.retry_after)
         self.queue_full = own_answer(503, s.retry_after)
@@ -92,7 +126,7 @@ class Offloader:
         self._last_outage_log = 0.0
         self._last_full_log = 0.0
         self._refused = 0  # 503s for a full queue since the last log line
-        self._keys: dict[tuple[bytes, bytes, tuple[bytes | None, ...]], str] = {}
+        self._keys = KeyMemo(s.key_memo)
         self._local: LocalTier | Literal[False] | None = None  # None: not decided yet
 
     # -- backend --------------------------------------------------------
@@ -107,12 +141,9 @@ class Offloader:
         return self._backend
 
     def _open(self) -> Backend:
-        from offload.adapters import adapt_cache, adapt_queue
-
-        cache = adapt_cache(self._explicit_cache) if self._explicit_cache is not None else None
-        queue = adapt_queue(self._explicit_queue) if self._explicit_queue is not None else None
+        cache, queue = self._explicit_cache, self._explicit_queue
         if cache is None or queue is None:
-            opened = open_backend(self.url)
+            opened = open_backend(self.url, self.namespace)
             cache = cache or opened.cache
             queue = queue or opened.queue
         if cache is None or queue is None:
@@ -125,13 +156,15 @@ class Offloader:
     @property
     def cache(self) -> Cache:
         cache = self.backend.cache
-        assert cache is not None  # checked in _open
+        if cache is None:  # pragma: no cover - _open refuses a backend without one
+            raise ConfigurationError("no cache")
         return cache
 
     @property
     def queue(self) -> Queue:
         queue = self.backend.queue
-        assert queue is not None  # checked in _open
+        if queue is None:  # pragma: no cover - _open refuses a backend without one
+            raise ConfigurationError("no queue")
         return queue
 
     # -- keys -------------------------------------------------------------
@@ -145,35 +178,51 @@ class Offloader:
     def running_key(self, key: str) -> str:
         return self._running_prefix + key
 
+    def attempts_key(self, key: str) -> str:
+        return self._attempts_prefix + key
+
+    def primary_key(self, incoming: Incoming) -> str:
+        """The key of the request's URL: its target and its ``vary`` headers (remembered per process)."""
+        key = self._keys.get(incoming.inputs)
+        if key is None:
+            key = request_key(incoming.target, [(name, incoming.header(name)) for name in self.settings.vary])
+            size = sum(len(part) for part in incoming.inputs if isinstance(part, (str, bytes)))
+            self._keys.put(incoming.inputs, key, size)
+        return key
+
     # -- the decision ---------------------------------------------------------
 
-    def decide(
-        self,
-        method: str,
-        path: bytes,
-        query: bytes,
-        header: Callable[[str], bytes | None],
-        build_request: Callable[[str], StoredRequest],
-    ) -> Decision:
-        """Decide the answer to one request; None means "let the app answer it".
-
-        ``header(name)`` returns a request header by lowercase name;
-        ``build_request(key)`` makes the record a worker replays, and is called
-        only on a miss.
-        """
-        if method != "GET" and method != "HEAD":
+    def decide(self, incoming: Incoming) -> Decision:
+        """Decide the answer to one request; None means "let the app answer it"."""
+        if incoming.method != "GET" and incoming.method != "HEAD":
             return None
-        settings = self.settings
-        if len(path) + len(query) > settings.max_url:
+        target = incoming.target
+        if len(target.root_path) + len(target.raw_path or target.path) + len(target.query) > self.settings.max_url:
             return self.uri_too_long
-        vary = tuple([header(name) for name in settings.vary])
-        memo = (path, query, vary)
-        key = self._keys.get(memo)
-        if key is None:
-            key = request_key(path, query, zip(settings.vary, vary, strict=True))
-            if len(self._keys) >= KEY_MEMO_SIZE:
-                self._keys.clear()
-            self._keys[memo] = key
+        primary = key = self.primary_key(incoming)
+        learned: tuple[str, ...] = ()
+        try:
+            found = yield from self._lookup(key)
+            if isinstance(found, VaryRecord):
+                learned = found.headers
+                key = variant_key(primary, [(name, incoming.header(name)) for name in learned])
+                found = yield from self._lookup(key)
+            if isinstance(found, CachedResponse):
+                if not found.private:
+                    return found
+                mine = yield from self._take(key)
+                if mine is not None:
+                    return mine
+            try:
+                request = self._stored_request(incoming, key, primary, learned)
+            except RequestTooLarge:
+                return self.headers_too_large
+            return (yield from self._miss(key, request))
+        except BackendUnavailable as error:
+            return self._outage(error)
+
+    def _lookup(self, key: str) -> Generator[Operation, Any, CachedResponse | VaryRecord | None]:
+        """What the response key holds, from this process's memory or the backend; damaged records are misses."""
         local = self._local
         seen = None
         if local:
@@ -181,59 +230,83 @@ class Offloader:
             if kept is not None:
                 return kept
             seen = local.generation()  # before the read: an expiry during it is not missed
+        data = yield ("get", self._response_prefix + key)
+        if data is None:
+            return None
         try:
-            data = yield ("get", self._response_prefix + key)
-        except BackendUnavailable as error:
-            return self._outage(error)
-        if data is not None:
-            try:
-                response = CachedResponse.decode(data)
-            except CorruptRecord as error:
-                log.warning("ignoring a cached answer that is not in offload's format (%s); recomputing it", error)
-            else:
-                if local is None and self._local is None:
-                    self._local = self._make_local_tier()  # kept from the next read on, once it has a generation
-                elif local and seen is not None:
-                    local.put(key, response, seen)
-                return response
-        try:
-            request = build_request(key)
-        except RequestTooLarge:
-            return self.headers_too_large
+            found = decode_stored(data)
+        except CorruptRecord as error:
+            log.warning("ignoring a cached answer that is not in offload's format (%s); recomputing it", error)
+            return None
+        if local is None and self._local is None:
+            self._local = self._make_local_tier()  # kept from the next read on, once it has a generation
+        elif local and seen is not None:
+            local.put(key, found, seen)
+        return found
+
+    def _take(self, key: str) -> Generator[Operation, Any, CachedResponse | None]:
+        """Claim an answer meant for one client: of all the requests that find it, one gets it."""
+        data = yield ("take", self._response_prefix + key)
+        if data is None:
+            return None
+        with contextlib.suppress(CorruptRecord):
+            found = decode_stored(data)
+            if isinstance(found, CachedResponse):
+                return found
+        return None
+
+    def _miss(self, key: str, request: StoredRequest) -> Decision:
+        """Queue one job for ``key``, unless one is queued or running: the 202 in either case."""
+        settings = self.settings
         pending = self._pending_prefix + key
-        try:
-            won = yield ("add", pending, PendingMarker("queued", time.time()).encode(), settings.pending_ttl)
-            if not won:
-                return self.accepted
-            # A worker stores its answer, then deletes the pending marker: an answer
-            # stored between the read above and this add is served, not computed again.
-            data = yield ("get", self._response_prefix + key)
-            if data is not None:
-                with contextlib.suppress(CorruptRecord):
-                    response = CachedResponse.decode(data)
+        won = yield ("add", pending, PendingMarker("queued", time.time()).encode(), settings.pending_ttl)
+        if not won:
+            return self.accepted
+        # A worker stores its answer, then deletes the pending marker: an answer
+        # stored between the lookup and this add is served, not computed again.
+        data = yield ("get", self._response_prefix + key)
+        if data is not None:
+            with contextlib.suppress(CorruptRecord):
+                found = decode_stored(data)
+                if isinstance(found, CachedResponse) and not found.private:
                     with contextlib.suppress(BackendUnavailable):  # else the marker expires by itself
                         yield ("delete", pending)
-                    return response
-            try:
-                yield ("push", key, request.encode(), settings.max_queued)
-            except QueueFull:
+                    return found
+        try:
+            yield ("push", key, request.encode(), settings.max_queued)
+        except QueueFull:
+            yield ("delete", pending)
+            self._log_queue_full()
+            return self.queue_full
+        except BackendUnavailable:
+            with contextlib.suppress(BackendUnavailable):  # else the marker expires by itself
                 yield ("delete", pending)
-                self._log_queue_full()
-                return self.queue_full
-            except BackendUnavailable:
-                with contextlib.suppress(BackendUnavailable):  # else the marker expires by itself
-                    yield ("delete", pending)
-                raise
-        except BackendUnavailable as error:
-            return self._outage(error)
+            raise
         return self.accepted
+
+    def _stored_request(self, incoming: Incoming, key: str, primary: str, learned: tuple[str, ...]) -> StoredRequest:
+        """What a worker replays: the target and the keyed headers only, and the names of the others."""
+        vary = self.settings.vary
+        keyed = set(vary) | set(learned)
+        headers = []
+        size = 0
+        for name in (*vary, *learned):
+            value = incoming.header(name)
+            if value is not None:
+                headers.append((name, value))
+                size += len(name) + len(value) + 4
+        present = tuple(sorted({name for name in incoming.names() if name not in keyed and name != "host"}))
+        size += sum(len(name) + 2 for name in present)
+        if size > self.settings.max_headers:
+            raise RequestTooLarge()
+        return StoredRequest(key, primary, incoming.target, tuple(headers), vary, learned, present)
 
     def _make_local_tier(self) -> LocalTier | Literal[False]:
         """The in-process tier, if enabled and the cache can say cheaply when to drop it."""
-        cache = self.cache
-        if not self.settings.local_cache or not self.settings.local_ttl or cache.generation() is None:
+        cache, s = self.cache, self.settings
+        if not s.local_cache or not s.local_ttl or cache.generation() is None:
             return False
-        return LocalTier(self.settings.local_cache, self.settings.local_ttl, cache.generation)
+        return LocalTier(s.local_cache, s.local_max_answer, s.local_ttl, cache.generation)
 
     def _log_queue_full(self) -> None:
         """One log line per 10 seconds at most: a flood of misses must not become a flood of log lines."""
@@ -256,28 +329,26 @@ class Offloader:
             log.error("offload backend unavailable (%s): %s until it is back", error, action)
         return None if self.settings.passthrough_on_error else self.unavailable
 
-    def kept(self, path: bytes, query: bytes, vary: tuple[bytes | None, ...]) -> CachedResponse | None:
+    def kept(self, inputs: tuple[Any, ...]) -> CachedResponse | None:
         """The answer this process keeps for a request it has seen, if still valid: a hit without I/O.
 
-        ``vary`` holds the request's values of ``settings.vary``, in order. Adapters try
-        this before :meth:`decide`, which would find the same answer at a higher cost.
+        ``inputs`` is the tuple an adapter builds for :attr:`Incoming.inputs`.
+        Adapters try this before :meth:`decide`, which would find the same
+        answer at a higher cost. URLs with a learned ``Vary`` go through
+        :meth:`decide`.
         """
         local = self._local
         if not local:
             return None
-        key = self._keys.get((path, query, vary))
-        return None if key is None else local.get(key)
+        key = self._keys.get(inputs)
+        if key is None:
+            return None
+        found = local.get(key)
+        return found if isinstance(found, CachedResponse) else None
 
-    def decide_sync(
-        self,
-        method: str,
-        path: bytes,
-        query: bytes,
-        header: Callable[[str], bytes | None],
-        build_request: Callable[[str], StoredRequest],
-    ) -> CachedResponse | None:
+    def decide_sync(self, incoming: Incoming) -> CachedResponse | None:
         """Run :meth:`decide` with blocking backend calls."""
-        decision = self.decide(method, path, query, header, build_request)
+        decision = self.decide(incoming)
         try:
             operation = next(decision)
             while True:
@@ -292,16 +363,10 @@ class Offloader:
             return result_value
 
     async def decide_async(
-        self,
-        method: str,
-        path: bytes,
-        query: bytes,
-        header: Callable[[str], bytes | None],
-        build_request: Callable[[str], StoredRequest],
-        call: Callable[[Operation], Awaitable[Any]],
+        self, incoming: Incoming, call: Callable[[Operation], Awaitable[Any]]
     ) -> CachedResponse | None:
         """Run :meth:`decide`, awaiting each backend operation through ``call``."""
-        decision = self.decide(method, path, query, header, build_request)
+        decision = self.decide(incoming)
         try:
             operation = next(decision)
             while True:
@@ -327,12 +392,13 @@ class Offloader:
 
     # -- expiry -----------------------------------------------------------------
 
-    def expire(self, path: str, params: Any = None) -> int:
-        """Drop cached answers for ``path`` (``*`` matches anything), optionally only with ``params``.
+    def expire(self, path: str | None = None, params: Any = None, *, tag: str | None = None) -> int:
+        """Drop cached answers for ``path`` (``*`` matches anything), optionally only with ``params``, or by ``tag``.
 
         ``params`` is a mapping or pairs; an answer matches when its query
         holds every given name=value exactly. Returns how many were dropped.
+        A job running meanwhile does not store an answer computed before the
+        expiry: its answer is dropped on arrival and the next request queues
+        a new job.
         """
-        from offload.keys import normalize_params
-
-        return self.cache.expire(path, normalize_params(params))
+        return self.cache.expire(ExpiryRule(path, normalize_params(params), tag))

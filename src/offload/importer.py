@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import importlib
-import inspect
 import os
 import sys
 from typing import Any
 
 from offload.core import Offloader
 from offload.errors import ConfigurationError
-from offload.records import CachedResponse, StoredRequest
-from offload.worker import Replayer
 
 
 def import_app(spec: str) -> Any:
@@ -69,52 +66,10 @@ def find_offloader(app: Any) -> Offloader | None:
 
 def _build_starlette_stack(app: Any) -> None:
     """Build a Starlette app's middleware stack now if offload's middleware was added to it."""
-    from offload.asgi import ASGIMiddleware
-
     entries = getattr(app, "user_middleware", None)
     build = getattr(app, "build_middleware_stack", None)
     if not isinstance(entries, list) or not callable(build) or getattr(app, "middleware_stack", True) is not None:
         return
     classes = [getattr(entry, "cls", None) for entry in entries]
-    if any(isinstance(cls, type) and issubclass(cls, ASGIMiddleware) for cls in classes):
+    if any(getattr(cls, "offload_middleware", False) is True for cls in classes):
         app.middleware_stack = build()
-
-
-def is_asgi(app: Any) -> bool:
-    """Whether ``app`` is an ASGI 3 application rather than a WSGI one.
-
-    An async callable is ASGI. A callable that is not async but returns an
-    awaitable (Quart's ``asgi_app``, some middlewares) is told apart by its
-    signature: ASGI takes ``(scope, receive, send)``, WSGI ``(environ, start_response)``.
-    """
-    if inspect.isclass(app) or not callable(app):
-        return False
-    if getattr(app, "_offload_asgi", False) is True:
-        return True
-    call = app if inspect.isfunction(app) or inspect.ismethod(app) else type(app).__call__
-    if inspect.iscoroutinefunction(call) or inspect.iscoroutinefunction(app):
-        return True
-    try:
-        parameters = inspect.signature(app).parameters.values()
-    except (TypeError, ValueError):
-        return False
-    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    return len([p for p in positional if p.default is p.empty]) == 3
-
-
-def replayer_for(app: Any, protocol: str | None = None) -> Replayer:
-    """A function that replays a stored request through ``app`` (WSGI or ASGI, detected unless given)."""
-    asgi = is_asgi(app) if protocol is None else protocol == "asgi"
-    if asgi:
-        from offload.replay import replay_asgi_sync
-
-        def replay_through_asgi(request: StoredRequest, max_body: int) -> CachedResponse:
-            return replay_asgi_sync(app, request, max_body)
-
-        return replay_through_asgi
-    from offload.replay import replay_wsgi
-
-    def replay_through_wsgi(request: StoredRequest, max_body: int) -> CachedResponse:
-        return replay_wsgi(app, request, max_body)
-
-    return replay_through_wsgi

@@ -8,6 +8,8 @@ from typing import Any
 
 from offload.backends import resolve_url
 from offload.core import Offloader
+from offload.replay import replayer_for
+from offload.worker import Worker
 
 
 class InlineWorkers:
@@ -35,9 +37,6 @@ class InlineWorkers:
         with self._lock:
             if self._pid == os.getpid():
                 return
-            from offload.importer import replayer_for
-            from offload.worker import Worker
-
             worker = Worker(self.offloader, replayer_for(self.app), concurrency=self.threads)
             thread = threading.Thread(
                 target=worker.run, kwargs={"install_signals": False}, name="offload-inline", daemon=True

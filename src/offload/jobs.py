@@ -20,10 +20,13 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
-from offload.backends import Claim
+from offload.backends import Claim, DeadJob, Queue
 from offload.errors import BackendUnavailable, ConfigurationError, CorruptRecord
+from offload.importer import find_offloader, import_app
 from offload.records import StoredRequest
+from offload.replay import replayer_for
 from offload.worker import Worker
 
 log = logging.getLogger("offload.jobs")
@@ -58,8 +61,6 @@ def worker_for(app: str | None = None) -> Worker:
     with _lock:
         worker = _workers.get(spec)
         if worker is None:
-            from offload.importer import find_offloader, import_app, replayer_for
-
             wrapped = import_app(spec)
             offloader = find_offloader(wrapped)
             if offloader is None:
@@ -89,3 +90,55 @@ def _heartbeat(worker: Worker, key: str) -> Iterator[None]:
     finally:
         done.set()
         thread.join()
+
+
+class PushOnlyQueue(Queue):
+    """A queue whose own workers run the jobs (RQ, Celery, any ``enqueue``): offload only pushes to it.
+
+    The job function its workers call is :func:`offload.jobs.perform`.
+    Claims, leases and dead letters are the task queue's own business.
+    """
+
+    claimable = False
+
+    def claim(self, lease: float, wait: float) -> Claim | None:
+        raise ConfigurationError(f"jobs pushed to {type(self).__name__} are run by its own workers")
+
+    def extend(self, claim: Claim, lease: float) -> bool:
+        return True  # the task queue keeps the job; offload's markers are renewed by offload.jobs
+
+    def ack(self, claim: Claim) -> None:
+        """Nothing to do: the task queue removes the job when it ends."""
+
+    def release(self, claim: Claim, delay: float = 0.0) -> None:
+        """Nothing to do: an unfinished run's markers lapse and the next miss pushes again."""
+
+    def bury(self, claim: Claim, error: str) -> None:
+        """Nothing to do: the failure offload stored ends the polling; the task queue keeps its own records."""
+
+    def dead(self, limit: int = 100) -> list[DeadJob]:
+        return []
+
+    def revive(self, job_id: str) -> bool:
+        return False
+
+    def stats(self) -> dict[str, int]:
+        return {}
+
+    def namespaces(self) -> list[str]:
+        return []
+
+
+class EnqueueQueue(PushOnlyQueue):
+    """A queue object with ``enqueue(func, *args)``: offload only pushes; its own workers run the jobs.
+
+    Its workers need ``OFFLOAD_APP=module:app`` in their environment, so
+    :func:`offload.jobs.perform` can find the app and, through its middleware,
+    the cache.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def push(self, key: str, payload: bytes, limit: int | None = None) -> None:
+        self.client.enqueue(perform, payload.decode("latin-1"))

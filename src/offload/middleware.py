@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
+from collections.abc import Mapping
 from typing import Any, Generic, TypeVar
 
+from offload.adapters import adapt_cache, adapt_queue
 from offload.core import Offloader
-from offload.settings import Settings
+from offload.inline import InlineWorkers
+from offload.keys import Target, request_key, target_from_url
+from offload.namespaces import namespace_for
+from offload.settings import Settings, settings_from
 
 App = TypeVar("App")
 
@@ -13,8 +20,13 @@ App = TypeVar("App")
 class Middleware(Generic[App]):
     """The protocol-neutral half of a middleware; subclasses translate requests and answers.
 
-    See :class:`offload.WSGIMiddleware` for the options.
+    See :class:`offload.WSGIMiddleware` for the options. Without a
+    ``namespace`` option, the namespace is derived from ``app`` itself
+    (:mod:`offload.namespaces`), so two apps sharing one store never meet.
     """
+
+    #: Marks offload's middlewares for code that must find them without importing them (the worker's finder).
+    offload_middleware = True
 
     def __init__(
         self,
@@ -28,14 +40,35 @@ class Middleware(Generic[App]):
         settings: Settings | None = None,
         **options: Any,
     ) -> None:
-        from offload.inline import InlineWorkers
-
         self.app = app
         if settings is None:
-            options["ttl"] = ttl
-        self.offloader = Offloader(url=url, cache=cache, queue=queue, settings=settings, **options)
+            settings = settings_from({"ttl": ttl, **options})
+        elif options:
+            raise TypeError("pass either settings= or keyword options, not both")
+        if settings.namespace is None:
+            settings = dataclasses.replace(settings, namespace=namespace_for(app))
+        namespace = settings.namespace or ""
+        if url is None:  # as OFFLOAD_URL, these name the parts when the code names nothing
+            cache = cache if cache is not None else os.environ.get("OFFLOAD_CACHE_URL") or None
+            queue = queue if queue is not None else os.environ.get("OFFLOAD_QUEUE_URL") or None
+        self.offloader = Offloader(
+            url=url,
+            cache=None if cache is None else adapt_cache(cache, namespace),
+            queue=None if queue is None else adapt_queue(queue, namespace),
+            settings=settings,
+        )
         self._inline = InlineWorkers(self, self.offloader, worker_threads)
 
-    def expire(self, path: str, params: Any = None) -> int:
+    def target_for(self, url: str) -> Target:
+        """The target a request for an absolute ``url`` has in this middleware's protocol."""
+        return target_from_url(url)
+
+    def key_for(self, url: str, headers: Mapping[str, str] | None = None) -> str:
+        """The primary key of a GET for an absolute ``url`` with ``headers`` (the ``vary`` ones matter)."""
+        given = {name.lower(): value.encode("latin-1") for name, value in (headers or {}).items()}
+        target = self.target_for(url)
+        return request_key(target, [(name, given.get(name)) for name in self.offloader.settings.vary])
+
+    def expire(self, path: str | None = None, params: Any = None, *, tag: str | None = None) -> int:
         """Drop cached answers for ``path``; see :meth:`offload.core.Offloader.expire`."""
-        return self.offloader.expire(path, params)
+        return self.offloader.expire(path, params, tag=tag)

@@ -22,6 +22,7 @@ from http import HTTPStatus
 from typing import Any
 
 from offload.errors import CorruptRecord
+from offload.keys import Target
 
 MAGIC = b"offload/1\n"
 _MAGIC_LEN = len(MAGIC)
@@ -35,7 +36,10 @@ class CachedResponse:
 
     ``headers`` keeps the app's order and repeated names; names and values are
     latin-1 strings, as in WSGI. ``created`` and ``expires`` are Unix
-    timestamps (``expires`` is 0 for answers of offload's own).
+    timestamps (``expires`` is 0 for answers of offload's own). ``private``
+    marks an answer meant for one client only (it sets a cookie, or says
+    ``private`` or ``no-store``): it is delivered once, to the first request
+    that asks, and never served as a hit again.
     """
 
     status: int
@@ -45,6 +49,8 @@ class CachedResponse:
     failed: bool = False
     expires: float = 0.0
     reason: str = ""
+    private: bool = False
+    from_app: bool = field(default=True, compare=False)  # False for offload's own answers; not stored
     _raw_headers: list[tuple[bytes, bytes]] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
@@ -71,6 +77,7 @@ class CachedResponse:
             "expires": self.expires,
             "failed": self.failed,
             "reason": self.reason,
+            "private": self.private,
         }
         return MAGIC + _dump(meta) + b"\n" + self.body
 
@@ -83,6 +90,7 @@ class CachedResponse:
         expires = meta.get("expires", 0.0)
         failed = meta.get("failed")
         reason = meta.get("reason", "")
+        private = meta.get("private", False)
         if not isinstance(status, int) or not 100 <= status <= 999:
             raise CorruptRecord("response record has no valid status")
         if length != len(body):
@@ -91,48 +99,63 @@ class CachedResponse:
             not isinstance(created, (int, float))
             or not isinstance(expires, (int, float))
             or not isinstance(failed, bool)
+            or not isinstance(private, bool)
             or not isinstance(reason, str)
             or any(c in reason for c in "\r\n")
         ):
             raise CorruptRecord("response record has invalid metadata")
         _latin1(reason)
-        return cls(status, _headers(meta.get("headers")), body, float(created), failed, float(expires), reason)
+        headers = _headers(meta.get("headers"))
+        return cls(status, headers, body, float(created), failed, float(expires), reason, private)
 
 
 @dataclass(frozen=True, slots=True)
 class StoredRequest:
-    """What offload keeps of a GET request so that a worker can replay it.
+    """What offload keeps of a GET request so that a worker can replay it: exactly what its key is made of.
 
-    Stored: the path (as bytes, percent-decoded), the raw query string, the
-    scheme, host and port, the mount point (``root_path``/``SCRIPT_NAME``),
-    the client address, and the request headers chosen by ``replay_headers``
-    (by default all but hop-by-hop ones). Never stored: a request body (GET
-    requests have none that matters).
+    Stored: the target (scheme, ``Host``, mount point, path, raw path, canonical
+    query: see :class:`offload.keys.Target`), and the values of the keyed
+    headers (``vary`` plus the headers the app's ``Vary`` added for this URL,
+    ``learned``), the only request headers the app is given at replay.
+    ``present`` names (names only, never values) the other headers the client
+    sent, so that a worker that learns the app varies on one of them knows
+    the answer it computed without it is not this client's. ``key`` is the
+    key the answer is stored under, ``primary`` the key of the URL before
+    learned headers: a worker checks both against the stored inputs.
+    Never stored: a request body, the client's address, any other header.
     """
 
     key: str
-    path: bytes
-    query: bytes
-    headers: tuple[tuple[bytes, bytes], ...]
-    scheme: str = "http"
-    server: tuple[str, int] = ("localhost", 80)
-    root_path: str = ""
-    client: str = ""
-    http_version: str = "1.1"
+    primary: str
+    target: Target
+    headers: tuple[tuple[str, bytes], ...]  # keyed headers the client sent: lowercase name, value
+    vary: tuple[str, ...] = ()  # the configured keyed headers, in the order of the setting
+    learned: tuple[str, ...] = ()  # the keyed headers learned from the app's Vary, sorted
+    present: tuple[str, ...] = ()  # names of the other headers the client sent
     enqueued: float = field(default_factory=time.time)
 
+    def header(self, name: str) -> bytes | None:
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
     def encode(self) -> bytes:
+        target = self.target
         meta = {
             "kind": "request",
             "key": self.key,
-            "path": self.path.decode("latin-1"),
-            "query": self.query.decode("latin-1"),
-            "headers": [[n.decode("latin-1"), v.decode("latin-1")] for n, v in self.headers],
-            "scheme": self.scheme,
-            "server": [self.server[0], self.server[1]],
-            "root_path": self.root_path,
-            "client": self.client,
-            "http_version": self.http_version,
+            "primary": self.primary,
+            "scheme": target.scheme,
+            "host": target.host,
+            "root_path": target.root_path.decode("latin-1"),
+            "path": target.path.decode("latin-1"),
+            "raw_path": None if target.raw_path is None else target.raw_path.decode("latin-1"),
+            "query": target.query.decode("latin-1"),
+            "headers": [[n, v.decode("latin-1")] for n, v in self.headers],
+            "vary": list(self.vary),
+            "learned": list(self.learned),
+            "present": list(self.present),
             "enqueued": self.enqueued,
         }
         return MAGIC + _dump(meta) + b"\n"
@@ -143,36 +166,65 @@ class StoredRequest:
         if body:
             raise CorruptRecord("request record has trailing data")
         try:
-            key = meta["key"]
-            server = meta["server"]
-            enqueued = meta["enqueued"]
-            strings = [meta[name] for name in ("path", "query", "scheme", "root_path", "client", "http_version")]
+            strings = [meta[name] for name in ("key", "primary", "scheme", "host", "root_path", "path", "query")]
+            raw_path, enqueued = meta["raw_path"], meta["enqueued"]
+            names = [meta[name] for name in ("vary", "learned", "present")]
         except KeyError as missing:
             raise CorruptRecord(f"request record lacks {missing}") from None
-        if not (isinstance(key, str) and all(isinstance(s, str) for s in strings)):
+        if not all(isinstance(text, str) for text in strings) or not isinstance(enqueued, (int, float)):
             raise CorruptRecord("request record has invalid fields")
-        if not (
-            isinstance(server, list)
-            and len(server) == 2
-            and isinstance(server[0], str)
-            and isinstance(server[1], int)
-            and isinstance(enqueued, (int, float))
-        ):
-            raise CorruptRecord("request record has invalid fields")
-        path, query, scheme, root_path, client, http_version = strings
-        headers = _request_headers(meta.get("headers"))
-        return cls(
-            key=key,
-            path=_latin1(path),
-            query=_latin1(query),
-            headers=headers,
-            scheme=scheme,
-            server=(server[0], server[1]),
-            root_path=root_path,
-            client=client,
-            http_version=http_version,
-            enqueued=float(enqueued),
+        if not (raw_path is None or isinstance(raw_path, str)):
+            raise CorruptRecord("request record has an invalid raw path")
+        if not all(isinstance(group, list) and all(isinstance(n, str) for n in group) for group in names):
+            raise CorruptRecord("request record has invalid header names")
+        key, primary, scheme, host, root_path, path, query = strings
+        _latin1(host)
+        target = Target(
+            scheme,
+            host,
+            _latin1(root_path),
+            _latin1(path),
+            _latin1(query),
+            None if raw_path is None else _latin1(raw_path),
         )
+        headers = tuple((name.decode("latin-1"), value) for name, value in _request_headers(meta.get("headers")))
+        vary, learned, present = (tuple(group) for group in names)
+        return cls(key, primary, target, headers, vary, learned, present, float(enqueued))
+
+
+@dataclass(frozen=True, slots=True)
+class VaryRecord:
+    """Stored under a URL's primary key once the app answered it with ``Vary``: the headers to key it on too.
+
+    A request that finds it computes the key of its own variant from these
+    headers (:func:`offload.keys.variant_key`) and looks that up instead, as
+    Django's cache middleware learns a URL's ``Vary`` and Varnish keeps the
+    variants of one object.
+    """
+
+    headers: tuple[str, ...]
+
+    def encode(self) -> bytes:
+        return MAGIC + _dump({"kind": "vary", "headers": list(self.headers)}) + b"\n"
+
+    @classmethod
+    def decode(cls, data: bytes) -> VaryRecord:
+        meta, _ = _split(data, "vary")
+        headers = meta.get("headers")
+        if not isinstance(headers, list) or not all(isinstance(h, str) and _is_token(h) for h in headers):
+            raise CorruptRecord("vary record has invalid header names")
+        return cls(tuple(headers))
+
+
+def decode_stored(data: bytes) -> CachedResponse | VaryRecord:
+    """What a response key holds: an answer, or the headers its answers vary on.
+
+    >>> decode_stored(VaryRecord(("accept-language",)).encode())
+    VaryRecord(headers=('accept-language',))
+    """
+    if data[_MAGIC_LEN : _MAGIC_LEN + 15] == b'{"kind":"vary",':
+        return VaryRecord.decode(data)
+    return CachedResponse.decode(data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,6 +297,27 @@ def _request_headers(value: object) -> tuple[tuple[bytes, bytes], ...]:
             raise CorruptRecord("record header is not a [name, value] pair")
         pairs.append((_latin1(pair[0]), _latin1(pair[1])))
     return tuple(pairs)
+
+
+_TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def _is_token(name: str) -> bool:
+    """Whether ``name`` is an HTTP token (RFC 9110), as header names must be."""
+    return bool(name) and all(c in _TOKEN for c in name)
+
+
+def is_valid_header(name: str, value: str) -> bool:
+    """Whether a response header can be stored and sent on: a token name, a latin-1 value without CR, LF, NUL."""
+    return _is_token(name) and _is_latin1(value) and not any(c in value for c in "\r\n\0")
+
+
+def _is_latin1(text: str) -> bool:
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _latin1(text: str) -> bytes:

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import inspect
 import logging
 import sys
 import threading
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from io import BytesIO
 from typing import TYPE_CHECKING, Any
 
+from offload.keys import Target
 from offload.records import CachedResponse, StoredRequest
 
 if TYPE_CHECKING:
@@ -40,21 +42,19 @@ def replay_wsgi(app: WSGIApplication, request: StoredRequest, max_body: int) -> 
     The body iterable is consumed and its ``close()`` called, as a server
     would. An answer larger than ``max_body`` raises :class:`BodyTooLarge`.
     """
-    path = request.path
-    root = request.root_path.encode("latin-1")
-    if root and path.startswith(root):
-        path = path[len(root) :]
+    target = request.target
+    server_name, server_port = server_of(target)
     environ: dict[str, Any] = {
         "REQUEST_METHOD": "GET",
-        "SCRIPT_NAME": request.root_path,
-        "PATH_INFO": path.decode("latin-1"),
-        "QUERY_STRING": request.query.decode("latin-1"),
-        "SERVER_NAME": request.server[0],
-        "SERVER_PORT": str(request.server[1]),
-        "SERVER_PROTOCOL": f"HTTP/{request.http_version}",
-        "REMOTE_ADDR": request.client,
+        "SCRIPT_NAME": target.root_path.decode("latin-1"),
+        "PATH_INFO": target.path.decode("latin-1"),
+        "QUERY_STRING": target.query.decode("latin-1"),
+        "SERVER_NAME": server_name,
+        "SERVER_PORT": str(server_port),
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "HTTP_HOST": target.host,
         "wsgi.version": (1, 0),
-        "wsgi.url_scheme": request.scheme,
+        "wsgi.url_scheme": target.scheme,
         "wsgi.input": BytesIO(b""),
         "wsgi.errors": sys.stderr,
         "wsgi.multithread": True,
@@ -63,9 +63,7 @@ def replay_wsgi(app: WSGIApplication, request: StoredRequest, max_body: int) -> 
         REPLAY_KEY: True,
     }
     for name, value in request.headers:
-        key = environ_key(name.decode("latin-1"))
-        text = value.decode("latin-1")
-        environ[key] = f"{environ[key]},{text}" if key in environ else text
+        environ[environ_key(name)] = value.decode("latin-1")
     started: list[Any] = []
     chunks: list[bytes] = []
     size = 0
@@ -124,20 +122,23 @@ async def replay_asgi(
     """
     from urllib.parse import quote
 
-    root = request.root_path.encode("latin-1")
+    target = request.target
+    full_path = target.full_path
+    raw_path = target.raw_path if target.raw_path is not None else quote(full_path, "/:@!$&'()*+,;=-._~").encode()
     scope: dict[str, Any] = {
         "type": "http",
         "asgi": {"version": "3.0"},
-        "http_version": request.http_version,
+        "http_version": "1.1",
         "method": "GET",
-        "scheme": request.scheme,
-        "path": request.path.decode("utf-8", "replace"),
-        "raw_path": quote(request.path, "/:@!$&'()*+,;=-._~").encode("ascii"),
-        "query_string": request.query,
-        "root_path": root.decode("utf-8", "replace"),
-        "headers": [(name, value) for name, value in request.headers],
-        "client": (request.client, 0) if request.client else None,
-        "server": request.server,
+        "scheme": target.scheme,
+        "path": full_path.decode("utf-8", "surrogateescape"),
+        "raw_path": raw_path,
+        "query_string": target.query,
+        "root_path": target.root_path.decode("utf-8", "surrogateescape"),
+        "headers": [(b"host", target.host.encode("latin-1"))]
+        + [(name.encode("latin-1"), value) for name, value in request.headers],
+        "client": None,
+        "server": server_of(target),
         "extensions": {},
         REPLAY_KEY: True,
     }
@@ -315,6 +316,62 @@ class _LoopRunner:
             self.loop.close()
 
 
+def server_of(target: Target) -> tuple[str, int]:
+    """The server name and port a replay gives the app: those of the request's ``Host``, else the scheme's port.
+
+    They come from the key's own inputs, never from the worker's machine, so
+    every request that shares a key hands the app the same values.
+
+    >>> server_of(Target("https", "example.com", b"", b"/", b""))
+    ('example.com', 443)
+    >>> server_of(Target("http", "[::1]:8000", b"", b"/", b""))
+    ('[::1]', 8000)
+    """
+    host = target.host
+    name, sep, port = host.rpartition(":")
+    if sep and port.isdigit() and "]" not in port:
+        return name, int(port)
+    return host, 443 if target.scheme in ("https", "wss") else 80
+
+
 def environ_key(header: str) -> str:
     """Where a WSGI environ holds a request header: ``x-tenant`` -> ``HTTP_X_TENANT``."""
     return "HTTP_" + header.upper().replace("-", "_")
+
+
+def is_asgi(app: Any) -> bool:
+    """Whether ``app`` is an ASGI 3 application rather than a WSGI one.
+
+    An async callable is ASGI. A callable that is not async but returns an
+    awaitable (Quart's ``asgi_app``, some middlewares) is told apart by its
+    signature: ASGI takes ``(scope, receive, send)``, WSGI ``(environ, start_response)``.
+    """
+    if inspect.isclass(app) or not callable(app):
+        return False
+    if getattr(app, "_offload_asgi", False) is True:
+        return True
+    call = app if inspect.isfunction(app) or inspect.ismethod(app) else type(app).__call__
+    if inspect.iscoroutinefunction(call) or inspect.iscoroutinefunction(app):
+        return True
+    try:
+        parameters = inspect.signature(app).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len([p for p in positional if p.default is p.empty]) == 3
+
+
+def replayer_for(app: Any, protocol: str | None = None) -> Callable[[StoredRequest, int], CachedResponse]:
+    """A function that replays a stored request through ``app`` (WSGI or ASGI, detected unless given)."""
+    asgi = is_asgi(app) if protocol is None else protocol == "asgi"
+    if asgi:
+
+        def replay_through_asgi(request: StoredRequest, max_body: int) -> CachedResponse:
+            return replay_asgi_sync(app, request, max_body)
+
+        return replay_through_asgi
+
+    def replay_through_wsgi(request: StoredRequest, max_body: int) -> CachedResponse:
+        return replay_wsgi(app, request, max_body)
+
+    return replay_through_wsgi

@@ -11,7 +11,8 @@ import os
 from typing import Any
 
 from offload.errors import ConfigurationError
-from offload.importer import find_offloader, import_app, is_asgi
+from offload.importer import find_offloader, import_app
+from offload.replay import is_asgi
 
 
 def load() -> Any:

@@ -78,7 +78,8 @@ class Supervisor:
     def _is_asgi(self) -> bool:
         if self.protocol != "auto":
             return self.protocol == "asgi"
-        from offload.importer import import_app, is_asgi
+        from offload.importer import import_app
+        from offload.replay import is_asgi
 
         return is_asgi(import_app(self.app))
 

@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 from offload.errors import ConfigurationError
 from offload.keys import path_matcher
 
-#: Request headers never replayed: they describe one connection or a request body, not a GET;
-#: or they ask for part of an answer (a 206 for ``Range``, a 304 for ``If-None-Match``),
-#: which, once cached, every later client would get instead of the whole answer.
-NEVER_REPLAYED = frozenset(
+#: Request headers that cannot be keyed: they describe one connection or a request body, not a GET;
+#: or they ask for part of an answer (a 206 for ``Range``, a 304 for ``If-None-Match``), which, once
+#: cached, every later client would get instead of the whole answer. ``Host`` is always keyed.
+UNKEYABLE = frozenset(
     {
         "connection",
         "keep-alive",
@@ -30,13 +30,14 @@ NEVER_REPLAYED = frozenset(
         "if-none-match",
         "if-modified-since",
         "if-unmodified-since",
+        "host",
     }
 )
 
-#: Request headers replayed only when they are in ``vary``: the app would answer
-#: differently for them (a gzipped body for ``Accept-Encoding: gzip``), and an
-#: answer shared by every client must suit every client.
-REPLAYED_ONLY_WHEN_VARIED = frozenset({"accept-encoding"})
+#: Statuses of the app that count as a failure: retried, then kept only for ``error_ttl``.
+SERVER_ERRORS = frozenset(range(500, 600))
+
+MIB = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -55,16 +56,22 @@ class Settings:
     max_attempts: int = 3
     retry_backoff: float = 1.0
     error_ttl: float = 10.0
+    failure_statuses: frozenset[int] = SERVER_ERRORS
+    job_timeout: float = 300.0
+    max_deliveries: int = 5
     max_queued: int | None = 10_000
     passthrough_on_error: bool = False
     vary: tuple[str, ...] = ("authorization", "cookie")
-    replay_headers: frozenset[str] | None = None
-    max_body: int = 10 * 1024 * 1024
+    share_set_cookie: bool = False
+    private_ttl: float = 10.0
+    max_body: int = 10 * MIB
     max_url: int = 8 * 1024
     max_headers: int = 64 * 1024
-    namespace: str = "offload"
-    local_cache: int = 10_000
+    namespace: str | None = None
+    local_cache: int = 64 * MIB
     local_ttl: float = 60.0
+    local_max_answer: int = 1 * MIB
+    key_memo: int = 4 * MIB
     _ttl_rules: tuple[tuple[Callable[[str], bool], float], ...] = field(default=(), repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -73,6 +80,8 @@ class Settings:
             "lease": self.lease,
             "pending_ttl": self.pending_ttl,
             "error_ttl": self.error_ttl,
+            "job_timeout": self.job_timeout,
+            "private_ttl": self.private_ttl,
             "max_body": self.max_body,
             "max_url": self.max_url,
             "max_headers": self.max_headers,
@@ -80,29 +89,46 @@ class Settings:
         for name, value in positive.items():
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
                 raise ConfigurationError(f"{name} must be a positive number, not {value!r}")
-        if not isinstance(self.local_cache, int) or self.local_cache < 0:
-            raise ConfigurationError(f"local_cache must be a number of answers >= 0, not {self.local_cache!r}")
+        if self.private_ttl > 10:
+            raise ConfigurationError("private_ttl is at most 10 seconds: an answer for one client must not linger")
+        for name in ("local_cache", "local_max_answer", "key_memo"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ConfigurationError(f"{name} must be a number of bytes >= 0, not {value!r}")
         if not isinstance(self.local_ttl, (int, float)) or self.local_ttl < 0:
             raise ConfigurationError(f"local_ttl must be >= 0 seconds, not {self.local_ttl!r}")
         if not isinstance(self.retry_after, int) or self.retry_after < 0:
             raise ConfigurationError(f"retry_after must be a whole number of seconds >= 0, not {self.retry_after!r}")
-        if not isinstance(self.max_attempts, int) or self.max_attempts < 1:
-            raise ConfigurationError(f"max_attempts must be at least 1, not {self.max_attempts!r}")
+        for name in ("max_attempts", "max_deliveries"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigurationError(f"{name} must be at least 1, not {value!r}")
         if self.retry_backoff < 0:
             raise ConfigurationError("retry_backoff must be >= 0")
         if self.max_queued is not None and self.max_queued < 1:
             raise ConfigurationError("max_queued must be at least 1, or None for no cap")
-        if not self.namespace or not self.namespace.replace("-", "").replace("_", "").isalnum():
-            raise ConfigurationError("namespace must be letters, digits, '-' and '_'")
+        if self.namespace is not None:
+            from offload.backends.base import check_namespace
+
+            check_namespace(self.namespace)
+        statuses = frozenset(self.failure_statuses)
+        if not all(isinstance(code, int) and 100 <= code <= 999 for code in statuses):
+            raise ConfigurationError("failure_statuses must hold HTTP status codes, such as range(500, 600)")
+        object.__setattr__(self, "failure_statuses", statuses)
         rules = []
         for pattern, seconds in self.path_ttls.items():
             if not isinstance(seconds, (int, float)) or seconds <= 0:
                 raise ConfigurationError(f"path_ttls[{pattern!r}] must be a positive number of seconds")
             rules.append((path_matcher(pattern), float(seconds)))
         object.__setattr__(self, "_ttl_rules", tuple(rules))
-        object.__setattr__(self, "vary", tuple(name.lower() for name in vary_list(self.vary)))
-        if self.replay_headers is not None:
-            object.__setattr__(self, "replay_headers", frozenset(name.lower() for name in self.replay_headers))
+        vary = tuple(dict.fromkeys(name.lower() for name in vary_list(self.vary)))
+        for name in vary:
+            if name in UNKEYABLE:
+                raise ConfigurationError(
+                    f"vary cannot hold {name!r}: "
+                    + ("Host is always part of the key" if name == "host" else "it is never replayed to the app")
+                )
+        object.__setattr__(self, "vary", vary)
 
     def ttl_for(self, canonical_path: str) -> float:
         """The time to keep an answer for this path: the first matching ``path_ttls`` rule, else ``ttl``."""
@@ -111,13 +137,19 @@ class Settings:
                 return seconds
         return float(self.ttl)
 
-    def replays_header(self, name: str) -> bool:
-        """Whether a request header (lowercase name) is stored for the worker's replay."""
-        if name in NEVER_REPLAYED:
-            return False
-        if name in REPLAYED_ONLY_WHEN_VARIED and name not in self.vary:
-            return False
-        return self.replay_headers is None or name in self.replay_headers
+
+def settings_from(options: Mapping[str, object]) -> Settings:
+    """Settings from keyword options, with a clear error for a name that is not an option."""
+    known = {name for name in Settings.__dataclass_fields__ if not name.startswith("_")}
+    unknown = sorted(set(options) - known)
+    if "replay_headers" in unknown:
+        raise ConfigurationError(
+            "replay_headers is no longer an option: a worker replays exactly the headers that are part of the key. "
+            "Add the request headers your app reads to vary=[...]"
+        )
+    if unknown:
+        raise ConfigurationError(f"unknown option(s) {', '.join(unknown)}; the options are: {', '.join(sorted(known))}")
+    return Settings(**options)  # type: ignore[arg-type]
 
 
 def vary_list(value: Iterable[str] | str) -> tuple[str, ...]:

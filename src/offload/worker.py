@@ -2,12 +2,23 @@
 
 A job's key is locked while it runs (an atomic add of a running marker), so a
 job delivered twice, after a lost lease or a re-enqueue, never runs twice at
-once. A heartbeat thread renews the queue lease, the running marker and the
-pending marker of every job in flight, so a job longer than the lease is not
-taken for dead. If the app raises, the job is retried with exponential
-backoff, then an error answer is stored for ``error_ttl`` seconds so clients
-stop polling. Signal handlers only set flags: the first SIGTERM or SIGINT lets
-running jobs finish and stops claiming; the second hands them back at once.
+once. A heartbeat renews the queue lease, the running marker and the pending
+marker of every job in flight, so a job longer than the lease is not taken
+for dead, but only up to ``job_timeout``: past it, a 504 is stored as the
+job's failure, the job is acknowledged, and the thread stuck in the app is
+abandoned and replaced by a fresh one (Python cannot stop a thread; when more
+threads are stuck than the worker runs, it exits so that its supervisor
+starts a fresh process).
+
+If the app raises or answers with a failure status (any 5xx by default), the
+job is retried with exponential backoff, then the failure is stored for
+``error_ttl`` seconds so clients stop polling. Each start of a job is counted
+in the backend: a job started ``max_deliveries`` times without finishing
+(its worker died each time, or its answer could not be stored) becomes a
+dead letter and a failure is stored. What may be stored, and for whom, is
+:mod:`offload.storable`'s decision. Signal handlers only set flags: the first
+SIGTERM or SIGINT lets running jobs finish and stops claiming; the second
+hands them back at once.
 """
 
 from __future__ import annotations
@@ -19,19 +30,35 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from offload.backends import Claim, IndexEntry
-from offload.core import Offloader, own_answer
+from offload.core import Offloader, keys_of, own_answer
 from offload.errors import BackendUnavailable, CorruptRecord
-from offload.keys import canonical_path, canonical_query, parse_query
-from offload.records import CachedResponse, PendingMarker, StoredRequest
+from offload.keys import canonical_path, variant_key
+from offload.records import CachedResponse, PendingMarker, StoredRequest, VaryRecord, is_valid_header
 from offload.replay import BodyTooLarge
+from offload.storable import Verdict, is_failure, judge
 
 log = logging.getLogger("offload.worker")
 
 #: Calls the app with a stored request and returns its whole answer.
 Replayer = Callable[[StoredRequest, int], CachedResponse]
+
+#: Exit code of a worker that stopped because too many of its threads were stuck in the app.
+EXIT_STUCK = 75
+
+
+@dataclass(eq=False)
+class Job:
+    """A job in flight on one thread: what the heartbeat renews and the watchdog times."""
+
+    claim: Claim
+    started: float = field(default_factory=time.monotonic)
+    request: StoredRequest | None = None
+    epoch: int = 0
+    abandoned: bool = False
 
 
 class Worker:
@@ -65,8 +92,11 @@ class Worker:
         self.aborting = threading.Event()  # hand running jobs back now
         self._finished = threading.Event()  # run() returned: the heartbeat stops
         self.jobs_done = 0
-        # By job and claim: a token alone is unique only per job (Redis: consumer and delivery count).
-        self._in_flight: dict[tuple[str, str], Claim] = {}
+        self.exit_code = 0
+        self._jobs: dict[threading.Thread, Job] = {}
+        self._threads: list[threading.Thread] = []
+        self._abandoned: set[threading.Thread] = set()
+        self._store_failures: dict[str, int] = {}  # by key, in this process: a dead letter then stores a 502
         self._lock = threading.Lock()
 
     # -- running ---------------------------------------------------------------
@@ -75,24 +105,31 @@ class Worker:
         """Process jobs until stopped (or, with ``burst``, until the queue is empty); return an exit code."""
         if install_signals:
             self._install_signal_handlers()
-        threads = [
-            threading.Thread(target=self._loop, name=f"offload-worker-{n}", daemon=True)
-            for n in range(self.concurrency)
-        ]
+        for _ in range(self.concurrency):
+            self._start_thread()
         heartbeat = threading.Thread(target=self._heartbeat, name="offload-heartbeat", daemon=True)
         heartbeat.start()
-        for thread in threads:
-            thread.start()
         try:
-            while any(thread.is_alive() for thread in threads):
+            while self._working():
                 if self.aborting.wait(0.2):
                     self._hand_back_all()
                     return 1
             self.stopping.set()
-            return 0
+            return self.exit_code
         finally:
             self._finished.set()
             heartbeat.join(5)
+
+    def _working(self) -> bool:
+        with self._lock:
+            return any(thread.is_alive() for thread in self._threads if thread not in self._abandoned)
+
+    def _start_thread(self) -> None:
+        with self._lock:
+            number = len(self._threads)
+            thread = threading.Thread(target=self._loop, name=f"offload-worker-{number}", daemon=True)
+            self._threads.append(thread)
+        thread.start()
 
     def stop(self, graceful: bool = True) -> None:
         """Stop claiming; unless ``graceful``, hand running jobs back at once."""
@@ -108,8 +145,9 @@ class Worker:
             signal.signal(signum, handle)
 
     def _loop(self) -> None:
+        me = threading.current_thread()
         failures = 0
-        while not self.stopping.is_set():
+        while not self.stopping.is_set() and me not in self._abandoned:
             try:
                 claim = self.offloader.queue.claim(self.settings.lease, 0.2 if self.burst else self.claim_wait)
             except BackendUnavailable as error:
@@ -123,10 +161,11 @@ class Worker:
                 if self.burst:
                     return
                 continue
+            job = Job(claim)
             with self._lock:
-                self._in_flight[claim.job_id, claim.token] = claim
+                self._jobs[me] = job
             try:
-                self.process(claim)
+                self.process(claim, job)
             except Exception:
                 # An unexpected error (a driver's, or a bug) must not end this thread and
                 # leave the worker running with fewer threads: the job stays leased and
@@ -135,17 +174,19 @@ class Worker:
                 self.stopping.wait(1.0)
             finally:
                 with self._lock:
-                    self._in_flight.pop((claim.job_id, claim.token), None)
+                    if self._jobs.get(me) is job:
+                        del self._jobs[me]
 
     # -- one job ---------------------------------------------------------------
 
-    def process(self, claim: Claim) -> None:
-        """Run one claimed job to its end: an answer stored, or the job handed back."""
+    def process(self, claim: Claim, job: Job | None = None) -> None:
+        """Run one claimed job to its end: an answer stored, the job handed back, or a dead letter."""
+        job = job or Job(claim)
         offloader, queue, cache = self.offloader, self.offloader.queue, self.offloader.cache
         try:
             request = StoredRequest.decode(claim.payload)
-            if request.key != claim.key:
-                raise CorruptRecord("the job's key does not match its request")
+            if (request.primary, request.key) != keys_of(request) or request.key != claim.key:
+                raise CorruptRecord("the job's keys do not match its request")
         except CorruptRecord as error:
             log.warning("dropping job %s: not in offload's format (%s)", claim.job_id, error)
             self._ack(claim)
@@ -156,7 +197,7 @@ class Worker:
         running, pending, answer = offloader.running_key(key), offloader.pending_key(key), offloader.response_key(key)
         try:
             marker = PendingMarker("running", time.time()).encode()
-            taken, existing = cache.start_job(running, pending, answer, marker, self.settings.lease)
+            taken, existing, epoch = cache.start_job(running, pending, answer, marker, self.settings.lease)
             if not taken:
                 # Another worker runs this key, or died running it. Leave this copy
                 # leased: it comes back after the lease and is dropped then if the
@@ -164,31 +205,88 @@ class Worker:
                 log.debug("job %s for %s runs elsewhere; looking again after the lease", claim.job_id, key)
                 return
             if _is_fresh(existing, request.enqueued):  # a copy of a job that already ran
-                cache.finish_job(answer, None, 0, None, (pending, running))
+                cache.finish_job(answer, None, 0, None, self._markers(key), epoch)
                 queue.ack(claim)
                 return
+            starts = cache.incr(offloader.attempts_key(key), self.settings.pending_ttl)
         except BackendUnavailable as error:
             log.error("cannot start job %s (%s); it will be retried", claim.job_id, error)
             self._release(claim)
+            return
+        job.request, job.epoch = request, epoch
+        if starts > self.settings.max_deliveries:
+            self._bury(job, starts)
             return
         response = self._run_with_retries(request)
         if response is None:  # stopped during a retry: hand the job back
             self._release(claim, running)
             return
+        with self._lock:
+            if job.abandoned:  # the watchdog stored a 504 and acknowledged the job meanwhile
+                return
+            job.abandoned = True  # from here on the watchdog leaves this job alone
+        self._conclude(job, response)
+
+    def _conclude(self, job: Job, response: CachedResponse) -> None:
+        """Store the outcome of a job and acknowledge it; if the store fails, hand it back with a backoff."""
+        request, claim = job.request, job.claim
+        if request is None:  # pragma: no cover - set before any outcome exists
+            return
         try:
-            path = canonical_path(request.path)
-            index = IndexEntry(path, canonical_query(parse_query(request.query)), failed=response.failed)
-            ttl = self.settings.error_ttl if response.failed else self.settings.ttl_for(path)
-            stored = dataclasses.replace(response, expires=response.created + ttl)
-            cache.finish_job(answer, stored.encode(), ttl, index, (pending, running))
-            queue.ack(claim)
+            self._store(request, response, job.epoch)
+            self.offloader.queue.ack(claim)
             self.jobs_done += 1
+            self._store_failures.pop(request.key, None)
         except BackendUnavailable as error:
-            log.error("cannot store the answer of job %s (%s); it will run again", claim.job_id, error)
-            self._release(claim, running)
+            failures = self._store_failures[request.key] = self._store_failures.get(request.key, 0) + 1
+            delay = min(60.0, self.settings.retry_backoff * 2 ** (failures - 1))
+            log.error(
+                "cannot store the answer of job %s (%s); it runs again in %.1fs at the back of the queue",
+                claim.job_id,
+                error,
+                delay,
+            )
+            with contextlib.suppress(BackendUnavailable):
+                self.offloader.cache.delete(self.offloader.running_key(request.key))
+            self._release(claim, delay=delay)
+
+    def _store(self, request: StoredRequest, response: CachedResponse, epoch: int) -> None:
+        """Store an answer where and for as long as :mod:`offload.storable` allows, then drop the job's markers."""
+        offloader, settings, cache = self.offloader, self.settings, self.offloader.cache
+        target = request.target
+        path = canonical_path(target.full_path)
+        key, done = request.key, self._markers(request.key)
+        # offload's own failures say no-store to proxies, yet every poller of the key must get them
+        verdict = judge(response, request, settings) if response.from_app else Verdict()
+        if verdict.learn and not response.failed:
+            learned = tuple(sorted({*request.learned, *verdict.learn}))
+            ttl = settings.ttl_for(path)
+            cache.set(offloader.response_key(request.primary), VaryRecord(learned).encode(), ttl)
+            if any(name in request.present for name in verdict.learn):
+                # Computed without a header this client sent and the app varies on: not its
+                # answer. Its next request is keyed on that header and queues a job that has it.
+                log.info("%s varies on %s: learned; computing it again with them", _describe(request), verdict.learn)
+                cache.finish_job(offloader.response_key(key), None, 0, None, done, epoch)
+                return
+            key = variant_key(request.primary, [(name, request.header(name)) for name in learned])
+        if verdict.private:
+            log.debug("%s is kept for one delivery only: %s", _describe(request), verdict.reason)
+            stored = dataclasses.replace(response, private=True, expires=response.created + settings.private_ttl)
+            cache.finish_job(offloader.response_key(key), stored.encode(), settings.private_ttl, None, done, epoch)
+            return
+        ttl = settings.error_ttl if response.failed else settings.ttl_for(path)
+        index = IndexEntry(path, target.query.decode("latin-1"), failed=response.failed)
+        stored = dataclasses.replace(response, expires=response.created + ttl)
+        cache.finish_job(offloader.response_key(key), stored.encode(), ttl, index, done, epoch)
+
+    def _markers(self, key: str) -> tuple[str, ...]:
+        offloader = self.offloader
+        return (offloader.pending_key(key), offloader.running_key(key), offloader.attempts_key(key))
 
     def _run_with_retries(self, request: StoredRequest) -> CachedResponse | None:
+        """Replay until the app gives an answer that is not a failure, or the tries run out; None if stopped."""
         settings = self.settings
+        failure: CachedResponse | None = None
         for attempt in range(1, settings.max_attempts + 1):
             started = time.time()
             try:
@@ -198,34 +296,94 @@ class Worker:
                 return self._failure(502, f"offload: the answer exceeds max_body ({error.limit} bytes)\n")
             except Exception:
                 log.exception("%s failed (attempt %d of %d)", _describe(request), attempt, settings.max_attempts)
-                if attempt < settings.max_attempts:
-                    if self.aborting.wait(settings.retry_backoff * 2 ** (attempt - 1)):
-                        return None
-                    continue
-                return self._failure(500, f"offload: the job failed {settings.max_attempts} times\n")
-            log.info("%s -> %d in %.3fs", _describe(request), response.status, time.time() - started)
-            return dataclasses.replace(response, created=time.time())
-        raise AssertionError("unreachable")
+                failure = None
+            else:
+                invalid = [name for name, value in response.headers if not is_valid_header(name, value)]
+                if invalid:
+                    log.error("%s: the app sent headers that cannot be sent on: %r", _describe(request), invalid)
+                    return self._failure(502, "offload: the app answered with a header that cannot be sent on\n")
+                log.info("%s -> %d in %.3fs", _describe(request), response.status, time.time() - started)
+                if not is_failure(response, settings):
+                    return dataclasses.replace(response, created=time.time())
+                failure = dataclasses.replace(response, created=time.time(), failed=True)
+            if attempt < settings.max_attempts and self.aborting.wait(settings.retry_backoff * 2 ** (attempt - 1)):
+                return None
+        if failure is not None:  # the app's own failure page, kept for error_ttl
+            return failure
+        return self._failure(500, f"offload: the job failed {settings.max_attempts} times\n")
 
     def _failure(self, status: int, message: str) -> CachedResponse:
         answer = own_answer(status, int(self.settings.error_ttl), message.encode())
-        return CachedResponse(answer.status, answer.headers, answer.body, created=time.time(), failed=True)
+        return dataclasses.replace(answer, created=time.time(), failed=True)
 
-    # -- leases ---------------------------------------------------------------------
+    def _bury(self, job: Job, starts: int) -> None:
+        """A job started too often without finishing: keep it as a dead letter and store a failure."""
+        request, claim = job.request, job.claim
+        if request is None:  # pragma: no cover - set before _bury is called
+            return
+        store_failed = request.key in self._store_failures
+        reason = f"started {starts - 1} times without finishing: " + (
+            "its answer could not be stored" if store_failed else "its worker stopped each time"
+        )
+        log.error("%s: %s; keeping it as a dead letter", _describe(request), reason)
+        failure = self._failure(502 if store_failed else 500, f"offload: the job was {reason}\n")
+        try:
+            self._store(request, failure, job.epoch)
+            self.offloader.queue.bury(claim, reason)
+            self._store_failures.pop(request.key, None)
+        except BackendUnavailable as error:
+            log.error("cannot bury job %s (%s); it comes back after its lease", claim.job_id, error)
+
+    # -- leases and the watchdog ----------------------------------------------------
 
     def _heartbeat(self) -> None:
-        interval = self.settings.lease / 3
+        """Renew the leases of running jobs every third of a lease; time them out past ``job_timeout``."""
+        interval = min(1.0, self.settings.lease / 3)
+        last_renewal = time.monotonic()
         while not self._finished.wait(interval):
             with self._lock:
-                claims = list(self._in_flight.values())
-            for claim in claims:
-                try:
-                    if not self.offloader.queue.extend(claim, self.settings.lease):
-                        log.warning("job %s lost its lease; another worker may run it", claim.job_id)
-                    self.offloader.cache.touch(self.offloader.running_key(claim.key), self.settings.lease)
-                    self.offloader.cache.touch(self.offloader.pending_key(claim.key), self.settings.lease)
-                except BackendUnavailable as error:
-                    log.error("cannot renew the lease of job %s (%s)", claim.job_id, error)
+                jobs = [(thread, job) for thread, job in self._jobs.items() if not job.abandoned]
+            now = time.monotonic()
+            for thread, job in jobs:
+                if now - job.started > self.settings.job_timeout:
+                    self._time_out(thread, job)
+            if now - last_renewal >= self.settings.lease / 3:
+                last_renewal = now
+                self._renew([job for _, job in jobs if not job.abandoned])
+
+    def _renew(self, jobs: list[Job]) -> None:
+        offloader, lease = self.offloader, self.settings.lease
+        for job in jobs:
+            claim = job.claim
+            try:
+                if not offloader.queue.extend(claim, lease):
+                    log.warning("job %s lost its lease; another worker may run it", claim.job_id)
+                offloader.cache.touch(offloader.running_key(claim.key), lease)
+                offloader.cache.touch(offloader.pending_key(claim.key), lease)
+            except BackendUnavailable as error:
+                log.error("cannot renew the lease of job %s (%s)", claim.job_id, error)
+
+    def _time_out(self, thread: threading.Thread, job: Job) -> None:
+        """Store a 504 for a job past ``job_timeout``, and replace the thread stuck in it."""
+        with self._lock:
+            if job.abandoned:
+                return
+            job.abandoned = True
+            self._abandoned.add(thread)
+            stuck = sum(1 for stuck_thread in self._abandoned if stuck_thread.is_alive())
+        request = job.request
+        what = _describe(request) if request is not None else f"job {job.claim.job_id}"
+        log.error("%s ran past job_timeout=%ss: storing a 504", what, self.settings.job_timeout)
+        if request is not None:
+            self._conclude(job, self._failure(504, f"offload: the job ran past {self.settings.job_timeout}s\n"))
+        else:
+            self._release(job.claim)
+        if stuck > self.concurrency:
+            log.error("%d threads are stuck in the app past job_timeout: stopping so a fresh process starts", stuck)
+            self.exit_code = EXIT_STUCK
+            self.stop()
+        elif not self.stopping.is_set():
+            self._start_thread()
 
     def _ack(self, claim: Claim) -> None:
         try:
@@ -233,25 +391,26 @@ class Worker:
         except BackendUnavailable as error:
             log.error("cannot acknowledge job %s (%s)", claim.job_id, error)
 
-    def _release(self, claim: Claim, running: str | None = None) -> None:
+    def _release(self, claim: Claim, running: str | None = None, delay: float = 0.0) -> None:
         try:
             if running is not None:
                 self.offloader.cache.delete(running)
-            self.offloader.queue.release(claim)
+            self.offloader.queue.release(claim, delay)
         except BackendUnavailable as error:
             log.error("cannot hand back job %s (%s); its lease will run out", claim.job_id, error)
 
     def _hand_back_all(self) -> None:
         with self._lock:
-            claims = list(self._in_flight.values())
-        for claim in claims:
-            log.warning("handing back job %s", claim.job_id)
-            self._release(claim, self.offloader.running_key(claim.key))
+            jobs = [job for job in self._jobs.values() if not job.abandoned]
+        for job in jobs:
+            log.warning("handing back job %s", job.claim.job_id)
+            self._release(job.claim, self.offloader.running_key(job.claim.key))
 
 
 def _describe(request: StoredRequest) -> str:
-    query = f"?{request.query.decode('latin-1')}" if request.query else ""
-    return f"GET {request.path.decode('latin-1')}{query}"
+    target = request.target
+    query = f"?{target.query.decode('latin-1')}" if target.query else ""
+    return f"GET {target.scheme}://{target.host}{target.full_path.decode('latin-1')}{query}"
 
 
 def _is_fresh(data: bytes | None, enqueued: float) -> bool:
@@ -259,6 +418,7 @@ def _is_fresh(data: bytes | None, enqueued: float) -> bool:
     if data is None:
         return False
     try:
-        return CachedResponse.decode(data).created >= enqueued
+        found = CachedResponse.decode(data)
     except CorruptRecord:
         return False
+    return not found.private and found.created >= enqueued

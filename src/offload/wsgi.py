@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from offload.core import RequestTooLarge
+from offload.core import Incoming
+from offload.keys import Target, canonical_query, parse_query
 from offload.middleware import Middleware
-from offload.records import StoredRequest
 from offload.replay import REPLAY_KEY, environ_key
-from offload.settings import Settings
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment  # noqa: F401 - WSGIApplication: a string below
@@ -51,56 +50,48 @@ class WSGIMiddleware(Middleware["WSGIApplication"]):
             return self.app(environ, start_response)
         if self._inline.threads:  # none unless memory:// or asked for; the check costs a system call
             self._inline.ensure_started()
-        path = _bytes(environ.get("SCRIPT_NAME", "")) + _bytes(environ.get("PATH_INFO", ""))
-        query = _bytes(environ.get("QUERY_STRING", ""))
-        vary = tuple([None if (value := environ.get(name)) is None else _bytes(value) for name in self._vary_keys])
-        response = self.offloader.kept(path, query, vary)
+        inputs = (
+            environ.get("wsgi.url_scheme", "http"),
+            environ.get("HTTP_HOST"),
+            environ.get("SERVER_NAME"),
+            environ.get("SERVER_PORT"),
+            environ.get("SCRIPT_NAME", ""),
+            environ.get("PATH_INFO", ""),
+            environ.get("QUERY_STRING", ""),
+            *[environ.get(name) for name in self._vary_keys],
+        )
+        response = self.offloader.kept(inputs)
         if response is None:
-
-            def header(name: str) -> bytes | None:
-                value = environ.get(environ_key(name))
-                return None if value is None else _bytes(value)
-
-            def build_request(key: str) -> StoredRequest:
-                return request_from_environ(environ, key, path, query, self.offloader.settings)
-
-            response = self.offloader.decide_sync(method, path, query, header, build_request)
+            response = self.offloader.decide_sync(incoming_from_environ(environ, method, inputs))
             if response is None:
                 return self.app(environ, start_response)
         start_response(response.status_line, list(response.headers))
         return [] if method == "HEAD" else [response.body]
 
 
-def request_from_environ(
-    environ: WSGIEnvironment, key: str, path: bytes, query: bytes, settings: Settings
-) -> StoredRequest:
-    """What a worker needs to replay this request (see :class:`offload.records.StoredRequest`)."""
-    headers = []
-    size = 0
-    for name, value in environ.items():
-        if not name.startswith("HTTP_"):
-            continue
-        header = name[5:].lower().replace("_", "-")
-        if not settings.replays_header(header):
-            continue
-        raw = _bytes(value)
-        size += len(header) + len(raw) + 4
-        if size > settings.max_headers:
-            raise RequestTooLarge()
-        headers.append((_bytes(header), raw))
-    port = str(environ.get("SERVER_PORT", "80"))
-    protocol = str(environ.get("SERVER_PROTOCOL", "HTTP/1.1"))
-    return StoredRequest(
-        key=key,
-        path=path,
-        query=query,
-        headers=tuple(headers),
-        scheme=str(environ.get("wsgi.url_scheme", "http")),
-        server=(str(environ.get("SERVER_NAME", "localhost")), int(port) if port.isdigit() else 80),
-        root_path=_bytes(environ.get("SCRIPT_NAME", "")).decode("latin-1"),
-        client=str(environ.get("REMOTE_ADDR", "")),
-        http_version=protocol.partition("/")[2] or "1.1",
+def incoming_from_environ(environ: WSGIEnvironment, method: str, inputs: tuple[Any, ...]) -> Incoming:
+    """The request as :class:`offload.core.Incoming`: its target, and its headers read from the environ."""
+    scheme = str(environ.get("wsgi.url_scheme", "http"))
+    host = environ.get("HTTP_HOST")
+    if host is None:  # HTTP/1.0 without Host: the server's own name and port, as PEP 3333 rebuilds a URL
+        host = f"{environ.get('SERVER_NAME', 'localhost')}:{environ.get('SERVER_PORT', '80')}"
+    query = canonical_query(parse_query(_bytes(environ.get("QUERY_STRING", ""))))
+    target = Target(
+        scheme,
+        _bytes(str(host)).decode("latin-1"),
+        _bytes(environ.get("SCRIPT_NAME", "")),
+        _bytes(environ.get("PATH_INFO", "")),
+        query.encode("ascii"),
     )
+
+    def header(name: str) -> bytes | None:
+        value = environ.get(environ_key(name))
+        return None if value is None else _bytes(value)
+
+    def names() -> list[str]:
+        return [key[5:].lower().replace("_", "-") for key in environ if key.startswith("HTTP_")]
+
+    return Incoming(method, target, inputs, header, names)
 
 
 def _bytes(text: str) -> bytes:

@@ -57,9 +57,9 @@ def wsgi_app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
             "200 OK",
             [
                 ("Content-Type", "application/octet-stream"),
-                ("Set-Cookie", "a=1"),
+                ("Link", "</a>; rel=a"),
                 ("X-Twice", "1"),
-                ("Set-Cookie", "b=2"),
+                ("Link", "</b>; rel=b"),
             ],
         )
         return ClosingBody([BINARY[:100], b"", BINARY[100:]], "/binary")
@@ -72,6 +72,13 @@ def wsgi_app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         who = f"auth={environ.get('HTTP_AUTHORIZATION', '')};cookie={environ.get('HTTP_COOKIE', '')}"
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [who.encode("latin-1")]
+    if path == "/headers":  # every request header the app sees, and the client address
+        seen = sorted(
+            f"{key[5:].lower().replace('_', '-')}={value}" for key, value in environ.items() if key.startswith("HTTP_")
+        )
+        seen.append(f"remote-addr={environ.get('REMOTE_ADDR', '')}")
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return ["\n".join(seen).encode("latin-1")]
     if path == "/big":
         size = int(environ.get("QUERY_STRING", "n=0").partition("=")[2] or 0)
         start_response("200 OK", [("Content-Type", "application/octet-stream")])

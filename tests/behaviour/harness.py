@@ -10,7 +10,7 @@ import io
 from dataclasses import dataclass
 from typing import Any
 
-from offload.importer import replayer_for
+from offload.replay import replayer_for
 from offload.worker import Worker
 from offload.wsgi import WSGIMiddleware
 
@@ -77,6 +77,7 @@ class WSGIHarness(Harness):
             "PATH_INFO": path,
             "QUERY_STRING": query,
             "SERVER_NAME": "testserver",
+            "HTTP_HOST": "testserver",
             "SERVER_PORT": "80",
             "SERVER_PROTOCOL": "HTTP/1.1",
             "REMOTE_ADDR": "127.0.0.1",

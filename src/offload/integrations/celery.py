@@ -28,9 +28,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from offload.backends.base import Claim, Queue
-from offload.errors import ConfigurationError, MissingDependency, QueueFull
-from offload.jobs import perform
+from offload.errors import MissingDependency, QueueFull
+from offload.jobs import PushOnlyQueue, perform
 
 try:
     from celery import shared_task  # type: ignore[import-untyped]
@@ -63,7 +62,7 @@ def register(celery_app: Any) -> Any:
     return celery_app.task(**TASK_OPTIONS)(_run)
 
 
-class CeleryQueue(Queue):
+class CeleryQueue(PushOnlyQueue):
     """The queue contract over a Celery app: each push sends one ``offload.perform`` task.
 
     :param celery_app: the Celery application whose broker receives the tasks.
@@ -97,18 +96,6 @@ class CeleryQueue(Queue):
                 except connection.connection_errors + connection.channel_errors:
                     pass  # a channel the broker closed after a passive declare failed
             return int(declared.message_count)
-
-    def claim(self, lease: float, wait: float) -> Claim | None:
-        raise ConfigurationError("jobs sent to Celery are run by `celery worker`, not `offload worker`")
-
-    def extend(self, claim: Claim, lease: float) -> bool:
-        return True  # Celery's worker keeps the task; offload's markers are renewed by offload.jobs
-
-    def ack(self, claim: Claim) -> None:
-        """Nothing to do: Celery acknowledges the task when it ends."""
-
-    def release(self, claim: Claim) -> None:
-        """Nothing to do: an unfinished run's markers lapse and the next miss sends again."""
 
     def stats(self) -> dict[str, int]:
         """Messages waiting in the broker's queue; Celery cannot say cheaply how many run."""

@@ -32,8 +32,11 @@ import contextlib
 import uuid
 from typing import Any
 
-from offload.backends.base import Claim, Queue
-from offload.errors import ConfigurationError, MissingDependency, QueueFull
+from offload.errors import MissingDependency, QueueFull
+from offload.jobs import PushOnlyQueue
+
+#: The function ``rq worker`` runs, named rather than imported: the worker imports it when it runs a job.
+JOB_FUNCTION = "offload.jobs.perform"
 
 #: Job states in which a job with the key's id will still run: a push is redundant.
 _WAITING = {"queued", "scheduled", "deferred", "created", "ready_to_enqueue", "rate_limited"}
@@ -48,7 +51,7 @@ def _rq() -> Any:
     return rq
 
 
-class RQQueue(Queue):
+class RQQueue(PushOnlyQueue):
     """The queue contract over an ``rq.Queue``: offload pushes, ``rq worker`` runs :func:`offload.jobs.perform`.
 
     :param queue: the ``rq.Queue`` to push to; its serializer is used.
@@ -91,13 +94,11 @@ class RQQueue(Queue):
             self._enqueue(payload, job_id, unique=True)
 
     def _enqueue(self, payload: bytes, job_id: str, unique: bool) -> None:
-        from offload.jobs import perform
-
         args = (payload.decode("latin-1"),) if self.app is None else (payload.decode("latin-1"), self.app)
         options: dict[str, Any] = {"job_id": job_id, "result_ttl": 0, "description": "offload: compute a cached answer"}
         if unique:
             options["unique"] = True
-        self.queue.enqueue(perform, *args, **options)
+        self.queue.enqueue(JOB_FUNCTION, *args, **options)
 
     def _status(self, job_id: str) -> str | None:
         """The job's status, read from its hash without deserializing any of it."""
@@ -113,18 +114,6 @@ class RQQueue(Queue):
         ):
             registry.remove(job_id)
         self.queue.connection.delete(self.queue.job_class.key_for(job_id))
-
-    def claim(self, lease: float, wait: float) -> Claim | None:
-        raise ConfigurationError("jobs pushed to an rq.Queue are run by `rq worker`, not `offload worker`")
-
-    def extend(self, claim: Claim, lease: float) -> bool:
-        return True  # RQ's own worker keeps the job; offload's markers are renewed by offload.jobs
-
-    def ack(self, claim: Claim) -> None:
-        """Nothing to do: RQ removes the job when it ends."""
-
-    def release(self, claim: Claim) -> None:
-        """Nothing to do: an unfinished run's markers lapse and the next miss pushes again."""
 
     def stats(self) -> dict[str, int]:
         """Jobs waiting in the RQ queue and running from it (offload's and any others)."""

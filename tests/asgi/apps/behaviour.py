@@ -43,8 +43,8 @@ async def app(scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, A
     elif path == "/hello":
         await _answer(send, 200, [("Content-Type", "text/plain"), ("X-Served-By", "app")], b"hello " + query.encode())
     elif path == "/binary":
-        headers_out = [("Content-Type", "application/octet-stream"), ("Set-Cookie", "a=1")]
-        headers_out += [("X-Twice", "1"), ("Set-Cookie", "b=2")]
+        headers_out = [("Content-Type", "application/octet-stream"), ("Link", "</a>; rel=a")]
+        headers_out += [("X-Twice", "1"), ("Link", "</b>; rel=b")]
         await _answer(send, 200, headers_out, BINARY[:100], b"", BINARY[100:])
     elif path == "/missing":
         await _answer(send, 404, [("Content-Type", "text/plain")], b"no such thing")
@@ -53,6 +53,11 @@ async def app(scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, A
     elif path == "/whoami":
         who = f"auth={headers.get('authorization', '')};cookie={headers.get('cookie', '')}"
         await _answer(send, 200, [("Content-Type", "text/plain")], who.encode("latin-1"))
+    elif path == "/headers":
+        seen = sorted(f"{name}={value}" for name, value in headers.items())
+        client = scope.get("client")
+        seen.append(f"remote-addr={client[0] if client else ''}")
+        await _answer(send, 200, [("Content-Type", "text/plain")], "\n".join(seen).encode("latin-1"))
     elif path == "/big":
         size = int(query.partition("=")[2] or 0)
         await _answer(send, 200, [("Content-Type", "application/octet-stream")], *[b"x" * 1024] * (size // 1024))
