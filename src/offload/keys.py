@@ -146,8 +146,9 @@ def target_from_url(url: str, raw_path: bool = False) -> Target:
     With ``raw_path`` the path is also kept as written (percent-encoded), as
     ASGI servers give it; WSGI servers give only the decoded path.
 
-    >>> target_from_url("https://example.com:8443/caf%C3%A9?b=2&a=1")
-    Target(scheme='https', host='example.com:8443', root_path=b'', path=b'/caf\\xc3\\xa9', query=b'a=1&b=2', raw_path=None)
+    >>> target = target_from_url("https://example.com:8443/caf%C3%A9?b=2&a=1")
+    >>> target.host, target.path, target.query, target.raw_path
+    ('example.com:8443', b'/caf\\xc3\\xa9', b'a=1&b=2', None)
     """
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
