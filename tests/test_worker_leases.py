@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from offload.backends.redis_queue import RedisQueue
-from offload.importer import replayer_for
+from offload.replay import replayer_for
 from offload.worker import Worker
 from offload.wsgi import WSGIMiddleware
 

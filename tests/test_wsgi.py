@@ -35,7 +35,7 @@ def test_the_app_reason_phrase_is_kept() -> None:
     harness = WSGIHarness(app, url="memory://reason-test")
     harness.get_after_work("/")
     statuses: list[str] = []
-    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/", "QUERY_STRING": ""}
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/", "QUERY_STRING": "", "HTTP_HOST": "testserver"}
     body = harness.middleware(environ, lambda status, headers, exc_info=None: statuses.append(status))
     assert (statuses, b"".join(body)) == (["200 Fine Thanks"], b"fine")
 

@@ -169,7 +169,8 @@ def incoming_from_scope(scope: Scope, method: str, headers: dict[bytes, bytes], 
     def names() -> list[str]:
         return [name.decode("latin-1") for name in headers]
 
-    return Incoming(method, target, inputs, header, names)
+    url_size = len(root) + len(raw if raw is not None else path) + len(scope.get("query_string", b""))
+    return Incoming(method, target, inputs, header, names, url_size)
 
 
 def scope_path(scope: Scope) -> tuple[bytes, bytes]:

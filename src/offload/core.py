@@ -53,7 +53,8 @@ class Incoming:
     adapter reads them (its hash is remembered, so a repeated request skips
     SHA-256); ``header(name)`` returns a request header by lowercase name,
     repeated ones joined with commas; ``names()`` the lowercase names of
-    every header the client sent.
+    every header the client sent; ``url_size`` the length of the path and
+    query string as the client sent them.
     """
 
     method: str
@@ -61,6 +62,7 @@ class Incoming:
     inputs: tuple[Any, ...]
     header: Callable[[str], bytes | None]
     names: Callable[[], Iterable[str]]
+    url_size: int  # bytes of the path and query as sent, for ``max_url``
 
 
 def own_answer(status: int, retry_after: int | None = None, body: bytes = b"") -> CachedResponse:
@@ -196,8 +198,7 @@ class Offloader:
         """Decide the answer to one request; None means "let the app answer it"."""
         if incoming.method != "GET" and incoming.method != "HEAD":
             return None
-        target = incoming.target
-        if len(target.root_path) + len(target.raw_path or target.path) + len(target.query) > self.settings.max_url:
+        if incoming.url_size > self.settings.max_url:
             return self.uri_too_long
         primary = key = self.primary_key(incoming)
         learned: tuple[str, ...] = ()

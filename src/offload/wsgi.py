@@ -91,7 +91,8 @@ def incoming_from_environ(environ: WSGIEnvironment, method: str, inputs: tuple[A
     def names() -> list[str]:
         return [key[5:].lower().replace("_", "-") for key in environ if key.startswith("HTTP_")]
 
-    return Incoming(method, target, inputs, header, names)
+    url_size = len(target.root_path) + len(target.path) + len(environ.get("QUERY_STRING", ""))
+    return Incoming(method, target, inputs, header, names, url_size)
 
 
 def _bytes(text: str) -> bytes:

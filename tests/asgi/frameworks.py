@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from offload.importer import find_offloader, replayer_for
+from offload.importer import find_offloader
+from offload.replay import replayer_for
 from offload.worker import Worker
 
 ROOT = Path(__file__).resolve().parents[2]

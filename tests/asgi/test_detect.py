@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from offload.asgi import ASGIMiddleware
-from offload.importer import find_offloader, is_asgi
+from offload.importer import find_offloader
+from offload.replay import is_asgi
 from offload.wsgi import WSGIMiddleware
 from tests.asgi.frameworks import needs_own_process, run_in_own_process
 

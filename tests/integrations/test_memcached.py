@@ -90,7 +90,7 @@ def test_full_cycle_with_offload_worker(
     memcached: MemcachedServer, tmp_path: Path, count_dir: Path, make_app: Any
 ) -> None:
     """cache= a memcached URL, queue= a SQLite URL: the two parts from two engines."""
-    from offload.importer import replayer_for
+    from offload.replay import replayer_for
     from offload.worker import Worker
 
     app = make_app({"cache": memcached.url, "queue": f"sqlite:///{tmp_path / 'queue.sqlite3'}"})

@@ -9,9 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from offload.importer import replayer_for
-from offload.keys import request_key
-from offload.replay import close_replay_loop
+from offload.replay import close_replay_loop, replayer_for
 from offload.worker import Worker
 from tests.asgi.harness import ASGIHarness
 from tests.behaviour.harness import Harness, Result, WSGIHarness
@@ -107,6 +105,6 @@ def check_origin(result: Result) -> None:
     assert result.header("Cache-Control") == "no-store"
 
 
-def key_of(path: bytes, query: bytes, vary: list[tuple[str, bytes | None]] | None = None) -> str:
-    """The request key offload gives a GET for ``path`` and ``query`` without credentials."""
-    return request_key(path, query, vary or [("authorization", None), ("cookie", None)])
+def key_of(harness: Harness, path: str, query: str = "", headers: dict[str, str] | None = None) -> str:
+    """The request key offload gives the harness's GET for ``path`` and ``query`` (on host ``testserver``)."""
+    return str(harness.middleware.key_for(f"http://testserver{path}?{query}", headers))

@@ -22,6 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from offload.keys import Target
 from offload.records import MAGIC, CachedResponse, PendingMarker, StoredRequest
 from tests.behaviour.harness import Harness
 from tests.security.conftest import Store
@@ -64,7 +65,9 @@ def good_answer() -> bytes:
 
 
 def good_job(key: str) -> bytes:
-    return StoredRequest(key=key, path=b"/", query=b"", headers=()).encode()
+    """A job record in offload's format; its keys match its inputs only when ``key`` is their key."""
+    target = Target("http", "testserver", b"", b"/poisoned", b"")
+    return StoredRequest(key, key, target, (), ("authorization", "cookie")).encode()
 
 
 def broken_records(key: str) -> dict[str, bytes]:
@@ -113,7 +116,7 @@ def poison_answer(harness: Harness, data: bytes, caplog: pytest.LogCaptureFixtur
     """Plant ``data`` as a URL's cached answer: the URL is a miss with a log line, then gets the app's answer."""
     path, query = new_url()
     offloader = harness.offloader
-    offloader.cache.set(offloader.response_key(key_of(path.encode(), query.encode())), data, 60)
+    offloader.cache.set(offloader.response_key(key_of(harness, path, query)), data, 60)
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="offload"):
         first = harness.request("GET", path, query)
@@ -128,7 +131,7 @@ def poison_job(harness: Harness, build: Callable[[str], bytes], caplog: pytest.L
     """Queue ``build(key)`` as a URL's job: the worker drops it with a log line, frees the URL and keeps working."""
     path, query = new_url()
     offloader = harness.offloader
-    key = key_of(path.encode(), query.encode())
+    key = key_of(harness, path, query)
     assert offloader.cache.add(offloader.pending_key(key), PendingMarker("queued", 0.0).encode(), 60)
     offloader.queue.push(key, build(key))
     good_path, good_query = new_url()
@@ -137,7 +140,7 @@ def poison_job(harness: Harness, build: Callable[[str], bytes], caplog: pytest.L
     with caplog.at_level(logging.WARNING, logger="offload"):
         assert drain(harness) == 1, "the worker did not go on to the good job"
     assert any("not in offload's format" in r.getMessage() for r in caplog.records), "no log line for the poison"
-    assert offloader.queue.stats() == {"queued": 0, "running": 0}
+    assert offloader.queue.stats() == {"queued": 0, "running": 0, "dead": 0}
     assert harness.request("GET", good_path, good_query).body == b"ok"
     assert harness.request("GET", path, query).status == 202, "the bad job's URL is not queued again"
     assert drain(harness) == 1
@@ -254,14 +257,17 @@ def wrong_jobs(key: str) -> st.SearchStrategy[bytes]:
     wrong = {
         "kind": st.none() | st.integers() | st.sampled_from(["response", "pending", "Request", ""]),
         "key": st.one_of(st.none(), st.integers(), st.lists(JSON, max_size=2)),
+        "primary": st.one_of(st.none(), st.integers(), st.just("0" * 64)),
         "path": st.one_of(st.none(), st.integers(), st.just("/\u0100")),
+        "raw_path": st.one_of(st.integers(), st.just("/\u0100"), st.lists(JSON, max_size=2)),
         "query": st.one_of(st.none(), st.integers(), st.just("a=\u20ac")),
         "headers": st.one_of(st.none(), st.text(max_size=3), st.sampled_from([[["A"]], [[1, "b"]], [["\u0100", "x"]]])),
         "scheme": st.one_of(st.none(), st.integers(), st.lists(JSON, max_size=2)),
-        "server": st.one_of(st.none(), st.text(max_size=3), st.sampled_from([["h"], ["h", "80"], [1, 80], ["h", 1.5]])),
+        "host": st.one_of(st.none(), st.integers(), st.just("h\u0100")),
         "root_path": st.one_of(st.none(), st.integers()),
-        "client": st.one_of(st.none(), st.integers()),
-        "http_version": st.one_of(st.none(), st.integers()),
+        "vary": st.one_of(st.none(), st.text(max_size=3), st.sampled_from([[1], [None], ["cookie", 2]])),
+        "learned": st.one_of(st.none(), st.integers(), st.sampled_from([[1], [[]]])),
+        "present": st.one_of(st.none(), st.integers(), st.sampled_from([[1.5], [{}]])),
         "enqueued": NOT_A_NUMBER,
     }
 
@@ -327,7 +333,7 @@ def test_a_foreign_chunk_header_in_memcached_is_a_miss(store: Store, marker: Pat
     """Another program writes a chunked-value header of its own under offload's key: a miss."""
     with opened("wsgi", **store.options) as harness:
         cache: Any = harness.offloader.cache
-        key = harness.offloader.response_key(key_of(b"/chunks", b""))
+        key = harness.offloader.response_key(key_of(harness, "/chunks"))
         cache.client.set(key, value, 60)
         cache.client.set(f"{key}:c:abc:0", pickle.dumps(Touch(marker)), 60)
         assert harness.request("GET", "/chunks").status == 202
@@ -341,7 +347,7 @@ def test_a_redis_value_of_another_type_is_a_miss(store: Store, protocol: str, ca
     """Another program stores a hash under a URL's key: a miss and a log line, not a 503 for an outage."""
     with opened(protocol, **store.options) as harness:
         offloader: Any = harness.offloader
-        key = offloader.response_key(key_of(b"/wrong-type", b""))
+        key = offloader.response_key(key_of(harness, "/wrong-type"))
         offloader.cache.redis.client.hset(key, "field", "value")
         with caplog.at_level(logging.WARNING, logger="offload"):
             assert harness.request("GET", "/wrong-type").status == 202
