@@ -17,7 +17,11 @@ of them is imported unless it is already in use.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import threading
+import uuid
+from collections.abc import Iterator
 from typing import Any
 
 from offload.backends import open_backend
@@ -110,8 +114,10 @@ class DuckCache(Cache):
     Such a cache cannot list its keys, so :meth:`expire` and :meth:`stats`
     are not available through it, and it has no expiry log. Some such caches
     drop a value they cannot hold without saying so (Django's memcached cache
-    over 1 MiB): every write is read back, and a dropped one is reported as
-    a failure, never as done.
+    over 1 MiB with ``default_noreply``): every write is read back, and a
+    dropped one is reported as a failure, never as done. Any error of the
+    client is an outage (:class:`~offload.errors.BackendUnavailable`), as with
+    offload's own backends.
     """
 
     #: What to suggest when expire() or stats() is asked of a cache that cannot list keys.
@@ -120,39 +126,78 @@ class DuckCache(Cache):
     def __init__(self, client: Any, namespace: str = DEFAULT_NAMESPACE) -> None:
         self.client = client
         self.namespace = namespace
+        self._add_checked = False
+
+    def _check_add(self) -> None:
+        """Refuse a cache whose ``add`` does not say whether it stored (memcached clients with ``noreply``).
+
+        Such an ``add`` answers True to everyone: two misses would both queue a
+        job, and a job's start count would never grow. Checked once, with two
+        adds of a fresh key.
+        """
+        probe = f"{self.namespace}:add-probe:{uuid.uuid4().hex}"
+        first, second = self.client.add(probe, b"1", 60), self.client.add(probe, b"2", 60)
+        self.client.delete(probe)
+        if not first or second:
+            raise ConfigurationError(
+                f"{type(self.client).__name__}.add() does not report whether it stored the value "
+                "(a memcached client with noreply, such as Django's OPTIONS default_noreply=True?): "
+                "offload needs an atomic add; configure the client to wait for replies"
+            )
+        self._add_checked = True
+
+    @contextlib.contextmanager
+    def _calling(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except (BackendUnavailable, ConfigurationError):
+            raise
+        except Exception as error:
+            raise BackendUnavailable(f"{type(self.client).__name__} {what}: {type(error).__name__}: {error}") from error
 
     def get(self, key: str) -> bytes | None:
-        value = self.client.get(key)
+        with self._calling("get"):
+            value = self.client.get(key)
         return value if isinstance(value, bytes) else None
 
     def add(self, key: str, value: bytes, ttl: float) -> bool:
-        return bool(self.client.add(key, value, _seconds(ttl)))
+        with self._calling("add"):
+            if not self._add_checked:
+                self._check_add()
+            return bool(self.client.add(key, value, _seconds(ttl)))
 
     def set(self, key: str, value: bytes, ttl: float, index: IndexEntry | None = None) -> None:
-        self.client.set(key, value, _seconds(ttl))
-        if self.client.get(key) != value:
+        with self._calling(f"refused {key}"):
+            self.client.set(key, value, _seconds(ttl))
+            kept = self.client.get(key) == value
+        if not kept:
             raise BackendUnavailable(f"{type(self.client).__name__} did not keep the value of {key} (too large?)")
 
     def touch(self, key: str, ttl: float) -> bool:
-        touch = getattr(self.client, "touch", None)
-        if touch is not None:
-            return bool(touch(key, _seconds(ttl)))
-        value = self.client.get(key)
-        if value is None:
-            return False
-        self.client.set(key, value, _seconds(ttl))
-        return True
+        with self._calling("touch"):
+            touch = getattr(self.client, "touch", None)
+            if touch is not None:
+                return bool(touch(key, _seconds(ttl)))
+            value = self.client.get(key)
+            if value is None:
+                return False
+            self.client.set(key, value, _seconds(ttl))
+            return True
 
     def delete(self, key: str) -> None:
-        self.client.delete(key)
+        with self._calling("delete"):
+            self.client.delete(key)
 
     def incr(self, key: str, ttl: float) -> int:
-        if self.client.add(key, 1, _seconds(ttl)):
-            return 1
-        try:
-            return int(self.client.incr(key))
-        except ValueError:  # expired between the two calls
-            return self.incr(key, ttl)
+        with self._calling("incr"):
+            for _ in range(10):
+                if self.client.add(key, 1, _seconds(ttl)):
+                    return 1
+                try:
+                    return int(self.client.incr(key))
+                except ValueError:  # expired between the two calls: add again
+                    continue
+        raise BackendUnavailable(f"{type(self.client).__name__} cannot keep a counter under {key}")
 
     def expire(self, rule: ExpiryRule, restamp: Restamp | None = None) -> int:
         raise ConfigurationError(
@@ -181,12 +226,26 @@ class DjangoCache(DuckCache):
     hands it bytes and gets bytes back, but the unpickling is Django's, under
     Django's trust in its own cache. Where that matters, give offload the
     engine's client or URL instead.
+
+    Django hands each thread a cache object of its own; the one given to the
+    middleware is used by every thread of the web process and the worker, so
+    its calls are taken one at a time (Django's memcached clients are not safe
+    across threads).
     """
 
     instead = (
         "Django's cache API cannot list keys; give offload the cache server itself "
         "(cache='redis://...' or 'memcached://...') to expire answers by path"
     )
+
+    def __init__(self, client: Any, namespace: str = DEFAULT_NAMESPACE) -> None:
+        super().__init__(client, namespace)
+        self._lock = threading.RLock()
+
+    @contextlib.contextmanager
+    def _calling(self, what: str) -> Iterator[None]:
+        with self._lock, super()._calling(what):
+            yield
 
 
 def _seconds(ttl: float) -> int:
