@@ -18,6 +18,7 @@ from functools import cached_property
 from typing import Any
 
 from offload.core import OPERATIONS, Incoming, Offloader, Operation
+from offload.delivery import NO_CONDITIONS, Conditions
 from offload.errors import BackendUnavailable, QueueFull
 from offload.keys import Target, canonical_query, parse_query, target_from_url
 from offload.middleware import Middleware
@@ -94,9 +95,10 @@ class ASGIMiddleware(Middleware[ASGIApp]):
             scope.get("query_string", b""),
             *[headers.get(name) for name in self._vary_names],
         )
-        response = self.offloader.kept(inputs)
+        conditions = _conditions(headers) if b"if-none-match" in headers or b"if-modified-since" in headers else None
+        response = self.offloader.kept(inputs, conditions or NO_CONDITIONS)
         if response is None:
-            incoming = incoming_from_scope(scope, method, headers, inputs)
+            incoming = incoming_from_scope(scope, method, headers, inputs, conditions or NO_CONDITIONS)
             response = await self.offloader.decide_async(incoming, self._calls)
             if response is None:
                 await self.app(scope, receive, send)
@@ -145,7 +147,21 @@ def native_method(target: object, name: str) -> Callable[..., Awaitable[Any]] | 
     return method if inspect.iscoroutinefunction(method) else None
 
 
-def incoming_from_scope(scope: Scope, method: str, headers: dict[bytes, bytes], inputs: tuple[Any, ...]) -> Incoming:
+def _conditions(headers: dict[bytes, bytes]) -> Conditions:
+    none_match, modified_since = headers.get(b"if-none-match"), headers.get(b"if-modified-since")
+    return (
+        None if none_match is None else none_match.decode("latin-1"),
+        None if modified_since is None else modified_since.decode("latin-1"),
+    )
+
+
+def incoming_from_scope(
+    scope: Scope,
+    method: str,
+    headers: dict[bytes, bytes],
+    inputs: tuple[Any, ...],
+    conditions: Conditions = NO_CONDITIONS,
+) -> Incoming:
     """The request as :class:`offload.core.Incoming`: its target (``raw_path`` kept as sent) and its headers."""
     host = headers.get(b"host")
     if host is None:  # HTTP/1.0 without Host: the server's own name and port
@@ -170,7 +186,7 @@ def incoming_from_scope(scope: Scope, method: str, headers: dict[bytes, bytes], 
         return [name.decode("latin-1") for name in headers]
 
     url_size = len(root) + len(raw if raw is not None else path) + len(scope.get("query_string", b""))
-    return Incoming(method, target, inputs, header, names, url_size)
+    return Incoming(method, target, inputs, header, names, url_size, conditions)
 
 
 def scope_path(scope: Scope) -> tuple[bytes, bytes]:

@@ -17,15 +17,20 @@ one job for the key, answer 202). What a worker may store is decided in
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
+import random
 import threading
 import time
 from collections.abc import Awaitable, Callable, Generator, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from offload import freshness
 from offload.backends import DEFAULT_NAMESPACE, Backend, Cache, ExpiryRule, Queue, open_backend, resolve_url
+from offload.delivery import NO_CONDITIONS, Conditions, deliver, status_of, with_status
 from offload.errors import BackendUnavailable, ConfigurationError, CorruptRecord, QueueFull
+from offload.freshness import FRESH
 from offload.keys import Target, normalize_params, request_key, variant_key
 from offload.local import KeyMemo, LocalTier
 from offload.records import CachedResponse, PendingMarker, StoredRequest, VaryRecord, decode_stored
@@ -54,7 +59,7 @@ class Incoming:
     SHA-256); ``header(name)`` returns a request header by lowercase name,
     repeated ones joined with commas; ``names()`` the lowercase names of
     every header the client sent; ``url_size`` the length of the path and
-    query string as the client sent them.
+    query string as the client sent them; ``conditions`` its validators.
     """
 
     method: str
@@ -63,6 +68,7 @@ class Incoming:
     header: Callable[[str], bytes | None]
     names: Callable[[], Iterable[str]]
     url_size: int  # bytes of the path and query as sent, for ``max_url``
+    conditions: Conditions = NO_CONDITIONS  # If-None-Match, If-Modified-Since
 
 
 def own_answer(status: int, retry_after: int | None = None, body: bytes = b"") -> CachedResponse:
@@ -72,6 +78,10 @@ def own_answer(status: int, retry_after: int | None = None, body: bytes = b"") -
         headers.insert(0, ("Retry-After", str(retry_after)))
     headers.append(("Content-Length", str(len(body))))
     return CachedResponse(status, tuple(headers), body, from_app=False)
+
+
+def _unchanged(answer: CachedResponse, status: str) -> CachedResponse:
+    return answer
 
 
 def keys_of(request: StoredRequest) -> tuple[str, str]:
@@ -120,11 +130,18 @@ class Offloader:
         self._running_prefix = f"{prefix}:l:"
         self._attempts_prefix = f"{prefix}:a:"
         s = self.settings
-        self.accepted = own_answer(202, s.retry_after)
-        self.queue_full = own_answer(503, s.retry_after)
-        self.unavailable = own_answer(503, s.retry_after)
-        self.uri_too_long = own_answer(414, body=b"Request-URI too long\n")
-        self.headers_too_large = own_answer(431, body=b"Request headers too large\n")
+        status = with_status if s.cache_status else _unchanged
+        #: The 202s, by the Cache-Status ``fwd`` they say and whether the job was queued already.
+        self.accepted = {
+            (fwd, collapsed): status(own_answer(202, s.retry_after), status_of(fwd, collapsed))
+            for fwd in ("uri-miss", "vary-miss", "stale")
+            for collapsed in (False, True)
+        }
+        self.queue_full = status(own_answer(503, s.retry_after), status_of("uri-miss", detail="queue-full"))
+        self.unavailable = status(own_answer(503, s.retry_after), status_of("uri-miss", detail="backend-unavailable"))
+        self.uri_too_long = status(own_answer(414, body=b"Request-URI too long\n"), status_of("bypass"))
+        self.headers_too_large = status(own_answer(431, body=b"Request headers too large\n"), status_of("bypass"))
+        self.random = random.Random()  # early refresh draws from it; tests seed it
         self._last_outage_log = 0.0
         self._last_full_log = 0.0
         self._refused = 0  # 503s for a full queue since the last log line
@@ -202,23 +219,31 @@ class Offloader:
             return self.uri_too_long
         primary = key = self.primary_key(incoming)
         learned: tuple[str, ...] = ()
+        fwd = "uri-miss"
         try:
             found = yield from self._lookup(key)
             if isinstance(found, VaryRecord):
                 learned = found.headers
                 key = variant_key(primary, [(name, incoming.header(name)) for name in learned])
                 found = yield from self._lookup(key)
-            if isinstance(found, CachedResponse):
-                if not found.private:
-                    return found
+                fwd = "vary-miss"
+            now = time.time()
+            if isinstance(found, CachedResponse) and found.private:
                 mine = yield from self._take(key)
                 if mine is not None:
-                    return mine
+                    return deliver(mine, now, FRESH, incoming.conditions, self.settings.cache_status)
+            elif isinstance(found, CachedResponse):
+                look = freshness.look(found, now, self.settings.early_refresh, self.random.random)
+                if look.serve:
+                    if look.refresh:
+                        yield from self._refresh(incoming, key, primary, learned)
+                    return deliver(found, now, look, incoming.conditions, self.settings.cache_status)
+                fwd = "stale"
             try:
                 request = self._stored_request(incoming, key, primary, learned)
             except RequestTooLarge:
                 return self.headers_too_large
-            return (yield from self._miss(key, request))
+            return (yield from self._miss(key, request, fwd))
         except BackendUnavailable as error:
             return self._outage(error)
 
@@ -256,23 +281,36 @@ class Offloader:
                 return found
         return None
 
-    def _miss(self, key: str, request: StoredRequest) -> Decision:
+    def _refresh(self, incoming: Incoming, key: str, primary: str, learned: tuple[str, ...]) -> Decision:
+        """Queue one refresh of an answer that is served meanwhile; a full queue or an outage only skips it."""
+        try:
+            request = self._stored_request(incoming, key, primary, learned)
+            marker = PendingMarker("queued", time.time()).encode()
+            won = yield ("add", self._pending_prefix + key, marker, self.settings.pending_ttl)
+            if won:
+                yield ("push", key, request.encode(), self.settings.max_queued)
+        except (RequestTooLarge, QueueFull, BackendUnavailable):
+            pass  # the stale answer is served; the next request tries again
+        return None
+
+    def _miss(self, key: str, request: StoredRequest, fwd: str = "uri-miss") -> Decision:
         """Queue one job for ``key``, unless one is queued or running: the 202 in either case."""
         settings = self.settings
         pending = self._pending_prefix + key
         won = yield ("add", pending, PendingMarker("queued", time.time()).encode(), settings.pending_ttl)
         if not won:
-            return self.accepted
+            return self.accepted[fwd, True]
         # A worker stores its answer, then deletes the pending marker: an answer
         # stored between the lookup and this add is served, not computed again.
         data = yield ("get", self._response_prefix + key)
         if data is not None:
             with contextlib.suppress(CorruptRecord):
                 found = decode_stored(data)
-                if isinstance(found, CachedResponse) and not found.private:
+                now = time.time()
+                if isinstance(found, CachedResponse) and not found.private and now < found.expires:
                     with contextlib.suppress(BackendUnavailable):  # else the marker expires by itself
                         yield ("delete", pending)
-                    return found
+                    return deliver(found, now, FRESH, NO_CONDITIONS, settings.cache_status)
         try:
             yield ("push", key, request.encode(), settings.max_queued)
         except QueueFull:
@@ -283,7 +321,7 @@ class Offloader:
             with contextlib.suppress(BackendUnavailable):  # else the marker expires by itself
                 yield ("delete", pending)
             raise
-        return self.accepted
+        return self.accepted[fwd, False]
 
     def _stored_request(self, incoming: Incoming, key: str, primary: str, learned: tuple[str, ...]) -> StoredRequest:
         """What a worker replays: the target and the keyed headers only, and the names of the others."""
@@ -330,13 +368,13 @@ class Offloader:
             log.error("offload backend unavailable (%s): %s until it is back", error, action)
         return None if self.settings.passthrough_on_error else self.unavailable
 
-    def kept(self, inputs: tuple[Any, ...]) -> CachedResponse | None:
-        """The answer this process keeps for a request it has seen, if still valid: a hit without I/O.
+    def kept(self, inputs: tuple[Any, ...], conditions: Conditions = NO_CONDITIONS) -> CachedResponse | None:
+        """The answer this process keeps for a request it has seen, if fresh: a hit without I/O.
 
         ``inputs`` is the tuple an adapter builds for :attr:`Incoming.inputs`.
         Adapters try this before :meth:`decide`, which would find the same
-        answer at a higher cost. URLs with a learned ``Vary`` go through
-        :meth:`decide`.
+        answer at a higher cost. URLs with a learned ``Vary``, and answers
+        that are stale or due for a refresh, go through :meth:`decide`.
         """
         local = self._local
         if not local:
@@ -345,7 +383,13 @@ class Offloader:
         if key is None:
             return None
         found = local.get(key)
-        return found if isinstance(found, CachedResponse) else None
+        if not isinstance(found, CachedResponse):
+            return None
+        now = time.time()
+        look = freshness.look(found, now, self.settings.early_refresh, self.random.random)
+        if not look.serve or look.refresh:
+            return None
+        return deliver(found, now, look, conditions, self.settings.cache_status)
 
     def decide_sync(self, incoming: Incoming) -> CachedResponse | None:
         """Run :meth:`decide` with blocking backend calls."""
@@ -393,13 +437,51 @@ class Offloader:
 
     # -- expiry -----------------------------------------------------------------
 
-    def expire(self, path: str | None = None, params: Any = None, *, tag: str | None = None) -> int:
+    def expire(
+        self,
+        path: str | None = None,
+        params: Any = None,
+        *,
+        tag: str | None = None,
+        soft: bool = False,
+        refresh: bool = False,
+    ) -> int:
         """Drop cached answers for ``path`` (``*`` matches anything), optionally only with ``params``, or by ``tag``.
 
         ``params`` is a mapping or pairs; an answer matches when its query
-        holds every given name=value exactly. Returns how many were dropped.
+        holds every given name=value exactly. With ``soft``, answers are
+        marked stale instead of dropped: they are served (within ``stale``)
+        while one refresh per key runs. With ``refresh``, that refresh is
+        queued at once for each answer whose request holds no credential
+        (re-render on purge). Returns how many answers were touched.
         A job running meanwhile does not store an answer computed before the
-        expiry: its answer is dropped on arrival and the next request queues
-        a new job.
+        expiry: its answer is dropped (or marked stale) on arrival.
         """
-        return self.cache.expire(ExpiryRule(path, normalize_params(params), tag))
+        rule = ExpiryRule(path, normalize_params(params), tag, soft)
+        found: list[bytes] = []
+
+        def restamp(data: bytes) -> bytes | None:
+            with contextlib.suppress(CorruptRecord):
+                answer = CachedResponse.decode(data)
+                if answer.request:
+                    found.append(answer.request)
+            return freshness.mark_stale(data) if soft else None
+
+        count = self.cache.expire(rule, restamp if (soft or refresh) else None)
+        if refresh:
+            for payload in found:
+                self.enqueue(payload)
+        return count
+
+    def enqueue(self, payload: bytes) -> bool:
+        """Queue a job for a stored request now, unless one is queued or running for its key; True if queued."""
+        request = dataclasses.replace(StoredRequest.decode(payload), enqueued=time.time())
+        marker = PendingMarker("queued", time.time()).encode()
+        if not self.cache.add(self._pending_prefix + request.key, marker, self.settings.pending_ttl):
+            return False
+        try:
+            self.queue.push(request.key, request.encode(), self.settings.max_queued)
+        except (QueueFull, BackendUnavailable):
+            self.cache.delete(self._pending_prefix + request.key)
+            raise
+        return True

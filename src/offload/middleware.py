@@ -69,6 +69,14 @@ class Middleware(Generic[App]):
         target = self.target_for(url)
         return request_key(target, [(name, given.get(name)) for name in self.offloader.settings.vary])
 
-    def expire(self, path: str | None = None, params: Any = None, *, tag: str | None = None) -> int:
-        """Drop cached answers for ``path``; see :meth:`offload.core.Offloader.expire`."""
-        return self.offloader.expire(path, params, tag=tag)
+    def expire(
+        self,
+        path: str | None = None,
+        params: Any = None,
+        *,
+        tag: str | None = None,
+        soft: bool = False,
+        refresh: bool = False,
+    ) -> int:
+        """Drop (or with ``soft``, mark stale) cached answers; see :meth:`offload.core.Offloader.expire`."""
+        return self.offloader.expire(path, params, tag=tag, soft=soft, refresh=refresh)

@@ -35,11 +35,18 @@ class CachedResponse:
     """A complete HTTP response: what the app answered, or an answer of offload's own.
 
     ``headers`` keeps the app's order and repeated names; names and values are
-    latin-1 strings, as in WSGI. ``created`` and ``expires`` are Unix
-    timestamps (``expires`` is 0 for answers of offload's own). ``private``
-    marks an answer meant for one client only (it sets a cookie, or says
-    ``private`` or ``no-store``): it is delivered once, to the first request
-    that asks, and never served as a hit again.
+    latin-1 strings, as in WSGI. ``created`` is when its job started and
+    ``expires`` when it stops being fresh (Unix times; ``expires`` is 0 for
+    answers of offload's own). After that it may still be served for
+    ``stale`` seconds while one refresh runs (stale-while-revalidate), and for
+    ``stale_if_error`` seconds when the refresh failed (stale-if-error); a
+    failed refresh sets ``retry_at``, before which no other refresh is queued.
+    ``duration`` is how long the app took to compute it; ``tags`` are the
+    labels the app gave it (``expire(tag=...)``); ``request`` is the stored
+    request that computes it again, kept only when it holds no credential.
+    ``private`` marks an answer meant for one client only (it sets a cookie,
+    or says ``private`` or ``no-store``): it is delivered once, to the first
+    request that asks, and never served as a hit again.
     """
 
     status: int
@@ -50,8 +57,15 @@ class CachedResponse:
     expires: float = 0.0
     reason: str = ""
     private: bool = False
+    stale: float = 0.0
+    stale_if_error: float = 0.0
+    duration: float = 0.0
+    tags: tuple[str, ...] = ()
+    retry_at: float = 0.0
+    request: bytes = b""
     from_app: bool = field(default=True, compare=False)  # False for offload's own answers; not stored
     _raw_headers: list[tuple[bytes, bytes]] | None = field(default=None, init=False, repr=False, compare=False)
+    _memo: dict[str, Any] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def status_line(self) -> str:
@@ -67,8 +81,22 @@ class CachedResponse:
             object.__setattr__(self, "_raw_headers", raw)
         return raw
 
+    @property
+    def memo(self) -> dict[str, Any]:
+        """A scratch dict of this answer's own, for what is derived from it once (parsed validators, ...)."""
+        memo = self._memo
+        if memo is None:
+            memo = {}
+            object.__setattr__(self, "_memo", memo)
+        return memo
+
+    def header(self, name: str) -> str | None:
+        """The first value of a header, by case-insensitive name."""
+        name = name.lower()
+        return next((value for key, value in self.headers if key.lower() == name), None)
+
     def encode(self) -> bytes:
-        meta = {
+        meta: dict[str, Any] = {
             "kind": "response",
             "status": self.status,
             "headers": [list(pair) for pair in self.headers],
@@ -79,6 +107,14 @@ class CachedResponse:
             "reason": self.reason,
             "private": self.private,
         }
+        for name in ("stale", "stale_if_error", "duration", "retry_at"):
+            value = getattr(self, name)
+            if value:
+                meta[name] = value
+        if self.tags:
+            meta["tags"] = list(self.tags)
+        if self.request:
+            meta["request"] = self.request.decode("latin-1")
         return MAGIC + _dump(meta) + b"\n" + self.body
 
     @classmethod
@@ -105,8 +141,32 @@ class CachedResponse:
         ):
             raise CorruptRecord("response record has invalid metadata")
         _latin1(reason)
-        headers = _headers(meta.get("headers"))
-        return cls(status, headers, body, float(created), failed, float(expires), reason, private)
+        times = [meta.get(name, 0.0) for name in ("stale", "stale_if_error", "duration", "retry_at")]
+        if not all(isinstance(value, (int, float)) and not isinstance(value, bool) for value in times):
+            raise CorruptRecord("response record has invalid times")
+        tags = meta.get("tags", [])
+        if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
+            raise CorruptRecord("response record has invalid tags")
+        request = meta.get("request", "")
+        if not isinstance(request, str):
+            raise CorruptRecord("response record has an invalid request")
+        stale, stale_if_error, duration, retry_at = (float(value) for value in times)
+        return cls(
+            status,
+            _headers(meta.get("headers")),
+            body,
+            float(created),
+            failed,
+            float(expires),
+            reason,
+            private,
+            stale,
+            stale_if_error,
+            duration,
+            tuple(tags),
+            retry_at,
+            _latin1(request),
+        )
 
 
 @dataclass(frozen=True, slots=True)

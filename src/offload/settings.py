@@ -50,6 +50,11 @@ class Settings:
 
     ttl: float = 300.0
     path_ttls: Mapping[str, float] = field(default_factory=dict)
+    stale: float = 0.0
+    stale_if_error: float = 0.0
+    early_refresh: float = 0.0
+    cache_status: bool = True
+    etags: bool = True
     retry_after: int = 1
     lease: float = 30.0
     pending_ttl: float = 600.0
@@ -89,6 +94,10 @@ class Settings:
         for name, value in positive.items():
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
                 raise ConfigurationError(f"{name} must be a positive number, not {value!r}")
+        for name in ("stale", "stale_if_error", "early_refresh"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+                raise ConfigurationError(f"{name} must be a number >= 0, not {value!r}")
         if self.private_ttl > 10:
             raise ConfigurationError("private_ttl is at most 10 seconds: an answer for one client must not linger")
         for name in ("local_cache", "local_max_answer", "key_memo"):

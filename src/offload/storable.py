@@ -52,7 +52,7 @@ def cache_control(headers: Iterable[tuple[str, str]]) -> dict[str, str | None]:
     """
     directives: dict[str, str | None] = {}
     for value in header_values(headers, "cache-control"):
-        for part in _split_list(value):
+        for part in split_list(value):
             name, sep, argument = part.partition("=")
             name = name.strip().lower()
             if name and name not in directives:
@@ -63,8 +63,9 @@ def cache_control(headers: Iterable[tuple[str, str]]) -> dict[str, str | None]:
 def vary_names(headers: Iterable[tuple[str, str]]) -> tuple[frozenset[str], bool]:
     """The header names of a response's ``Vary``, lowercase, and whether it holds ``*``.
 
-    >>> vary_names([("Vary", "Accept-Language, Cookie"), ("vary", "accept-encoding")])
-    (frozenset({'accept-language', 'cookie', 'accept-encoding'}), False)
+    >>> names, star = vary_names([("Vary", "Accept-Language, Cookie"), ("vary", "accept-encoding")])
+    >>> sorted(names), star
+    (['accept-encoding', 'accept-language', 'cookie'], False)
     """
     names = {part.strip().lower() for value in header_values(headers, "vary") for part in value.split(",")}
     names.discard("")
@@ -110,8 +111,12 @@ def judge(response: CachedResponse, request: StoredRequest, settings: Settings) 
     return Verdict(bool(reason), reason, learn)
 
 
-def _split_list(value: str) -> list[str]:
-    """Split a comma-separated header value, leaving commas inside quoted strings alone."""
+def split_list(value: str) -> list[str]:
+    """Split a comma-separated header value, leaving commas inside quoted strings alone.
+
+    >>> split_list('"a,b", W/"c" ,')
+    ['"a,b"', 'W/"c"']
+    """
     parts: list[str] = []
     current: list[str] = []
     quoted = False

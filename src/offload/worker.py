@@ -33,13 +33,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from offload import freshness, tags
 from offload.backends import Claim, IndexEntry
 from offload.core import Offloader, keys_of, own_answer
 from offload.errors import BackendUnavailable, CorruptRecord
 from offload.keys import canonical_path, variant_key
 from offload.records import CachedResponse, PendingMarker, StoredRequest, VaryRecord, is_valid_header
 from offload.replay import BodyTooLarge
-from offload.storable import Verdict, is_failure, judge
+from offload.storable import Verdict, has_credentials, is_failure, judge
 
 log = logging.getLogger("offload.worker")
 
@@ -251,17 +252,27 @@ class Worker:
             self._release(claim, delay=delay)
 
     def _store(self, request: StoredRequest, response: CachedResponse, epoch: int) -> None:
-        """Store an answer where and for as long as :mod:`offload.storable` allows, then drop the job's markers."""
+        """Store an answer where and for as long as it may be kept, then drop the job's markers.
+
+        Whether it is shared and under which key is :mod:`offload.storable`'s
+        decision, how long it lives :mod:`offload.freshness`'s. A failure does
+        not replace a good answer that may still be served if a refresh fails
+        (``stale_if_error``): that answer is kept, marked so that no refresh is
+        queued again before ``error_ttl``.
+        """
         offloader, settings, cache = self.offloader, self.settings, self.offloader.cache
         target = request.target
         path = canonical_path(target.full_path)
         key, done = request.key, self._markers(request.key)
+        now = time.time()
+        if response.failed and self._keep_good_copy(request, now):
+            cache.finish_job(offloader.response_key(key), None, 0, None, done, epoch)
+            return
         # offload's own failures say no-store to proxies, yet every poller of the key must get them
         verdict = judge(response, request, settings) if response.from_app else Verdict()
         if verdict.learn and not response.failed:
             learned = tuple(sorted({*request.learned, *verdict.learn}))
-            ttl = settings.ttl_for(path)
-            cache.set(offloader.response_key(request.primary), VaryRecord(learned).encode(), ttl)
+            cache.set(offloader.response_key(request.primary), VaryRecord(learned).encode(), settings.ttl_for(path))
             if any(name in request.present for name in verdict.learn):
                 # Computed without a header this client sent and the app varies on: not its
                 # answer. Its next request is keyed on that header and queues a job that has it.
@@ -269,15 +280,48 @@ class Worker:
                 cache.finish_job(offloader.response_key(key), None, 0, None, done, epoch)
                 return
             key = variant_key(request.primary, [(name, request.header(name)) for name in learned])
-        if verdict.private:
-            log.debug("%s is kept for one delivery only: %s", _describe(request), verdict.reason)
+        if response.failed:
+            life = freshness.Lifetimes(settings.error_ttl, 0.0, 0.0)
+        else:
+            ttl = settings.ttl_for(path)
+            life = freshness.lifetimes(response, ttl, settings.stale, settings.stale_if_error, now)
+        if verdict.private or (life.fresh <= 0 and life.stale <= 0):
+            reason = verdict.reason or "its lifetime is zero"
+            log.debug("%s is kept for one delivery only: %s", _describe(request), reason)
             stored = dataclasses.replace(response, private=True, expires=response.created + settings.private_ttl)
             cache.finish_job(offloader.response_key(key), stored.encode(), settings.private_ttl, None, done, epoch)
             return
-        ttl = settings.error_ttl if response.failed else settings.ttl_for(path)
-        index = IndexEntry(path, target.query.decode("latin-1"), failed=response.failed)
-        stored = dataclasses.replace(response, expires=response.created + ttl)
-        cache.finish_job(offloader.response_key(key), stored.encode(), ttl, index, done, epoch)
+        stored = dataclasses.replace(
+            response,
+            headers=freshness.with_validator(response) if settings.etags and not response.failed else response.headers,
+            expires=response.created + life.fresh,
+            stale=life.stale,
+            stale_if_error=life.stale_if_error,
+            request=b"" if has_credentials(request) else request.encode(),
+        )
+        index = IndexEntry(path, target.query.decode("latin-1"), failed=response.failed, tags=response.tags)
+        kept = max(1.0, stored.expires + max(life.stale, life.stale_if_error) - now)
+        cache.finish_job(offloader.response_key(key), stored.encode(), kept, index, done, epoch, freshness.mark_stale)
+
+    def _keep_good_copy(self, request: StoredRequest, now: float) -> bool:
+        """After a failed refresh: keep the stored answer if it may still be served, marked as cooling down."""
+        offloader, cache = self.offloader, self.offloader.cache
+        answer_key = offloader.response_key(request.key)
+        data = cache.get(answer_key)
+        if data is None:
+            return False
+        try:
+            good = CachedResponse.decode(data)
+        except CorruptRecord:
+            return False
+        if not freshness.keeps_for_errors(good, now):
+            return False
+        log.warning("%s failed; serving the last good answer (stale-if-error)", _describe(request))
+        cooled = dataclasses.replace(good, retry_at=now + self.settings.error_ttl)
+        path = canonical_path(request.target.full_path)
+        index = IndexEntry(path, request.target.query.decode("latin-1"), tags=good.tags)
+        cache.set(answer_key, cooled.encode(), max(1.0, good.expires + good.stale_if_error - now), index)
+        return True
 
     def _markers(self, key: str) -> tuple[str, ...]:
         offloader = self.offloader
@@ -290,7 +334,8 @@ class Worker:
         for attempt in range(1, settings.max_attempts + 1):
             started = time.time()
             try:
-                response = self.replay(request, settings.max_body)
+                with tags.collecting() as tagged:
+                    response = self.replay(request, settings.max_body)
             except BodyTooLarge as error:
                 log.error("%s: %s; storing a 502 for %ss", _describe(request), error, settings.error_ttl)
                 return self._failure(502, f"offload: the answer exceeds max_body ({error.limit} bytes)\n")
@@ -302,10 +347,15 @@ class Worker:
                 if invalid:
                     log.error("%s: the app sent headers that cannot be sent on: %r", _describe(request), invalid)
                     return self._failure(502, "offload: the app answered with a header that cannot be sent on\n")
-                log.info("%s -> %d in %.3fs", _describe(request), response.status, time.time() - started)
+                duration = time.time() - started
+                log.info("%s -> %d in %.3fs", _describe(request), response.status, duration)
+                headers, labels = tags.from_headers(response.headers)
+                response = dataclasses.replace(
+                    response, headers=headers, created=started, duration=duration, tags=(*labels, *tagged)
+                )
                 if not is_failure(response, settings):
-                    return dataclasses.replace(response, created=time.time())
-                failure = dataclasses.replace(response, created=time.time(), failed=True)
+                    return response
+                failure = dataclasses.replace(response, failed=True)
             if attempt < settings.max_attempts and self.aborting.wait(settings.retry_backoff * 2 ** (attempt - 1)):
                 return None
         if failure is not None:  # the app's own failure page, kept for error_ttl

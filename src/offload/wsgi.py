@@ -7,6 +7,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from offload.core import Incoming
+from offload.delivery import NO_CONDITIONS, Conditions
 from offload.keys import Target, canonical_query, parse_query
 from offload.middleware import Middleware
 from offload.replay import REPLAY_KEY, environ_key
@@ -60,16 +61,19 @@ class WSGIMiddleware(Middleware["WSGIApplication"]):
             environ.get("QUERY_STRING", ""),
             *[environ.get(name) for name in self._vary_keys],
         )
-        response = self.offloader.kept(inputs)
+        conditions = (environ.get("HTTP_IF_NONE_MATCH"), environ.get("HTTP_IF_MODIFIED_SINCE"))
+        response = self.offloader.kept(inputs, conditions)
         if response is None:
-            response = self.offloader.decide_sync(incoming_from_environ(environ, method, inputs))
+            response = self.offloader.decide_sync(incoming_from_environ(environ, method, inputs, conditions))
             if response is None:
                 return self.app(environ, start_response)
         start_response(response.status_line, list(response.headers))
         return [] if method == "HEAD" else [response.body]
 
 
-def incoming_from_environ(environ: WSGIEnvironment, method: str, inputs: tuple[Any, ...]) -> Incoming:
+def incoming_from_environ(
+    environ: WSGIEnvironment, method: str, inputs: tuple[Any, ...], conditions: Conditions = NO_CONDITIONS
+) -> Incoming:
     """The request as :class:`offload.core.Incoming`: its target, and its headers read from the environ."""
     scheme = str(environ.get("wsgi.url_scheme", "http"))
     host = environ.get("HTTP_HOST")
@@ -92,7 +96,7 @@ def incoming_from_environ(environ: WSGIEnvironment, method: str, inputs: tuple[A
         return [key[5:].lower().replace("_", "-") for key in environ if key.startswith("HTTP_")]
 
     url_size = len(target.root_path) + len(target.path) + len(environ.get("QUERY_STRING", ""))
-    return Incoming(method, target, inputs, header, names, url_size)
+    return Incoming(method, target, inputs, header, names, url_size, conditions)
 
 
 def _bytes(text: str) -> bytes:
