@@ -331,7 +331,7 @@ def test_take_is_atomic_across_threads(cache: Cache) -> None:
         barrier = threading.Barrier(8)
         taken: list[bytes | None] = []
 
-        def take() -> None:
+        def take(barrier: threading.Barrier = barrier, taken: list[bytes | None] = taken) -> None:
             barrier.wait(timeout=30)
             taken.append(cache.take("answer"))
 
