@@ -783,9 +783,10 @@ class PostgresQueue(Queue):
         )
 
         def push(conn: psycopg.Connection[Any]) -> bool:
-            # One capped push at a time per queue, so that the count and the insert are one step; the
-            # lock, the insert and the commit travel in one pipeline: a single round trip.
-            with conn.pipeline(), conn.transaction():
+            # One capped push at a time per queue, so that the count and the insert are one step. Both
+            # statements travel in one pipeline, up to a single Sync: one round trip, and one implicit
+            # transaction (the protocol's), so the lock is held until the insert commits.
+            with conn.pipeline():
                 conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"offload.push.{self.channel}",))
                 cursor = conn.execute(capped, params)
             return bool(cursor.fetchall())
