@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from typing import Any
 
 from backend_contract import BackendSpec
@@ -47,3 +48,15 @@ class Raw:
 
     def close(self) -> None:
         self.conn.close()
+
+
+def open_at_and_drain(spec: BackendSpec, moment: float) -> list[str]:
+    """From a process of its own: open the queue at ``moment`` (Unix time), then claim and ack until none is left."""
+    time.sleep(max(0.0, moment - time.time()))
+    queue = spec.open_queue()
+    keys = []
+    while (claim := queue.claim(lease=60, wait=0.5)) is not None:
+        keys.append(claim.key)
+        queue.ack(claim)
+    queue.close()
+    return keys

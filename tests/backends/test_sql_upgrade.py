@@ -9,10 +9,11 @@ from __future__ import annotations
 import multiprocessing
 import time
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 
 import pytest
-from backend_contract import BackendSpec, drain
-from sql_support import SQL_BACKENDS, Raw
+from backend_contract import BackendSpec
+from sql_support import SQL_BACKENDS, Raw, open_at_and_drain
 
 from offload.backends import ExpiryRule, IndexEntry
 
@@ -84,16 +85,9 @@ def test_several_processes_upgrade_at_once_and_claim_each_old_job_once(old: tupl
     spec, raw = old
     for number in range(20):
         raw.run("INSERT INTO offload_jobs (key, payload) VALUES (?, ?)", (f"key-{number}", b"x"))
-    context = multiprocessing.get_context("spawn")
-    barrier = context.Barrier(4)
-    results = context.Queue()
-    processes = [context.Process(target=drain, args=(spec, barrier, results)) for _ in range(4)]
-    for process in processes:
-        process.start()
-    claimed = [key for _ in processes for key in results.get(timeout=120)]
-    for process in processes:
-        process.join(60)
-        assert process.exitcode == 0
+    moment = time.time() + 3  # every process is started by then, and opens the old database at once
+    with ProcessPoolExecutor(4, mp_context=multiprocessing.get_context("spawn")) as pool:
+        claimed = [key for keys in pool.map(open_at_and_drain, [spec] * 4, [moment] * 4) for key in keys]
     assert sorted(claimed) == sorted(["waiting", "lost", *(f"key-{number}" for number in range(20))])
 
 

@@ -88,27 +88,9 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from offload.backends.base import (
-    DEFAULT_NAMESPACE,
-    Cache,
-    Claim,
-    DeadJob,
-    ExpiryRule,
-    IndexEntry,
-    Queue,
-    Restamp,
-    as_bytes,
-)
-from offload.backends.sql_common import (
-    LOG_SECONDS,
-    claimed,
-    dead_letter,
-    first_expiry,
-    job_number,
-    plan_expiry,
-    read_log,
-    restamped,
-)
+from offload.backends import DEFAULT_NAMESPACE, Cache, Claim, DeadJob, ExpiryRule, IndexEntry, Queue
+from offload.backends.base import Restamp, as_bytes
+from offload.backends.sql_common import LOG_SECONDS, claimed, dead_letter, expiry_after, plan_expiry, restamped
 from offload.errors import BackendUnavailable, MissingDependency, QueueFull
 from offload.keys import canonical_path
 
@@ -238,7 +220,7 @@ ON CONFLICT (key) DO UPDATE SET
 RETURNING value
 """
 
-# The namespace's epoch as a row whose rule is NULL, beside the rules logged after an epoch (see read_log).
+# The namespace's epoch as a row whose rule is NULL, beside the rules logged after an epoch (see expiry_after).
 _LOG_AFTER = """
 SELECT epoch, rule FROM {expiries} WHERE namespace = %(ns)s AND epoch > %(since)s
 UNION ALL SELECT epoch, NULL FROM {epochs} WHERE namespace = %(ns)s
@@ -610,8 +592,7 @@ class PostgresCache(Cache):
     def expired_since(self, epoch: int, entry: IndexEntry) -> ExpiryRule | None:
         query = self.db.sql(_LOG_AFTER)
         rows = self.db.run(lambda conn: conn.execute(query, {"ns": self.namespace, "since": epoch}).fetchall())
-        current, rules = read_log(rows)
-        return first_expiry(epoch, current, rules, entry)
+        return expiry_after(epoch, rows, entry)
 
     # -- jobs: one statement each in the common case -----------------------------------------
 
@@ -662,12 +643,7 @@ class PostgresCache(Cache):
         self, answer: str, value: bytes, index: IndexEntry, done: Sequence[str], since: int, restamp: Restamp | None
     ) -> bool:
         """Match the expiries logged since the job began exactly, drop or rewrite its answer, then drop the markers."""
-        current, rules = read_log(
-            self.db.run(
-                lambda conn: conn.execute(self.db.sql(_LOG_AFTER), {"ns": self.namespace, "since": since}).fetchall()
-            )
-        )
-        rule = first_expiry(since, current, rules, index)
+        rule = self.expired_since(since, index)  # a statement of its own: it sees every committed expiry
         rewritten = None if rule is None else restamped(rule, restamp, value)
         markers = "DELETE FROM {cache} WHERE key = ANY(%(done)s::text[])"
         if rule is None:
@@ -862,9 +838,9 @@ class PostgresQueue(Queue):
         return [dead_letter(row) for row in rows]
 
     def revive(self, job_id: str) -> bool:
-        number = job_number(job_id)
-        if number is None:
+        if not job_id.isdigit():  # not an id this queue gives
             return False
+        number = int(job_id)
         query = self.db.sql(
             """
             WITH revived AS (

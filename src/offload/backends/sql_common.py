@@ -30,38 +30,36 @@ def as_text(value: object) -> str:
     return str(value)
 
 
-def first_expiry(since: int, current: int, rules: Sequence[str | bytes], entry: IndexEntry) -> ExpiryRule | None:
-    """The first logged expiry after epoch ``since`` that selects ``entry``.
+def expiry_after(since: int, rows: Iterable[tuple[int, str | bytes | None]], entry: IndexEntry) -> ExpiryRule | None:
+    """The first expiry logged after epoch ``since`` that selects ``entry``, from the log's ``(epoch, rule)`` rows.
 
-    ``rules`` are the encoded rules logged after ``since``, oldest first, and
-    ``current`` the namespace's epoch read with them. Epochs are consecutive,
-    so fewer rules than epochs means some were pruned: that answers as if
-    everything had been expired, as does an entry that cannot be read back.
+    The query returns the namespace's current epoch as a row whose rule is
+    NULL, beside the rules logged after ``since``: both come from one
+    statement, so from one snapshot. Epochs are consecutive, so fewer rules
+    than epochs means some were pruned: that answers as if everything had
+    been expired, as does an entry that cannot be read back.
+
+    >>> logged = [(3, None), (2, ExpiryRule("/a").encode()), (3, ExpiryRule("/b").encode())]
+    >>> expiry_after(1, logged, IndexEntry("/b", "")).pattern, expiry_after(1, logged, IndexEntry("/c", ""))
+    ('/b', None)
+    >>> expiry_after(1, logged[::2], IndexEntry("/c", "")) == EVERYTHING  # epoch 2 was pruned
+    True
     """
-    if current - since > len(rules):
+    current, logged = 0, []
+    for epoch, encoded in rows:
+        if encoded is None:
+            current = int(epoch)
+        else:
+            logged.append((int(epoch), encoded))
+    if current - since > len(logged):
         return EVERYTHING
-    for text in rules:
-        rule = ExpiryRule.decode(text)
+    for _, encoded in sorted(logged, key=lambda item: item[0]):
+        rule = ExpiryRule.decode(encoded)
         if rule is None:
             return EVERYTHING
         if rule.matches(entry):
             return rule
     return None
-
-
-def read_log(rows: Iterable[tuple[int, str | bytes | None]]) -> tuple[int, list[str | bytes]]:
-    """The current epoch and the rules after some epoch, from ``(epoch, rule)`` rows.
-
-    The query returns the namespace's epoch as a row whose rule is NULL, so
-    that both come from one statement and one snapshot.
-    """
-    current, logged = 0, []
-    for epoch, rule in rows:
-        if rule is None:
-            current = int(epoch)
-        else:
-            logged.append((int(epoch), rule))
-    return current, [rule for _, rule in sorted(logged, key=lambda item: item[0])]
 
 
 def restamped(rule: ExpiryRule, restamp: Restamp | None, value: bytes) -> bytes | None:
@@ -111,11 +109,3 @@ def dead_letter(row: Sequence[Any]) -> DeadJob:
     """A dead letter from an ``(id, key, payload, error, buried)`` row (``buried`` in Unix seconds)."""
     job_id, key, payload, error, buried = row
     return DeadJob(str(job_id), as_text(key), as_bytes(payload) or b"", as_text(error), float(buried))
-
-
-def job_number(job_id: str) -> int | None:
-    """The row id a job id names, or None for an id no row can have."""
-    try:
-        return int(job_id)
-    except (TypeError, ValueError):
-        return None

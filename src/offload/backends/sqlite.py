@@ -72,27 +72,9 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
-from offload.backends.base import (
-    DEFAULT_NAMESPACE,
-    Cache,
-    Claim,
-    DeadJob,
-    ExpiryRule,
-    IndexEntry,
-    Queue,
-    Restamp,
-    as_bytes,
-)
-from offload.backends.sql_common import (
-    LOG_SECONDS,
-    claimed,
-    dead_letter,
-    first_expiry,
-    job_number,
-    plan_expiry,
-    read_log,
-    restamped,
-)
+from offload.backends import DEFAULT_NAMESPACE, Cache, Claim, DeadJob, ExpiryRule, IndexEntry, Queue
+from offload.backends.base import Restamp, as_bytes
+from offload.backends.sql_common import LOG_SECONDS, claimed, dead_letter, expiry_after, plan_expiry, restamped
 from offload.errors import BackendUnavailable, ConfigurationError, QueueFull
 from offload.keys import glob_pattern
 
@@ -198,7 +180,7 @@ ON CONFLICT (key) DO UPDATE SET
 RETURNING value
 """
 
-# The namespace's epoch as a row whose rule is NULL, beside the rules logged after an epoch (see read_log).
+# The namespace's epoch as a row whose rule is NULL, beside the rules logged after an epoch (see expiry_after).
 _LOG_AFTER = """
 SELECT epoch, rule FROM offload_expiries WHERE namespace = ?1 AND epoch > ?2
 UNION ALL SELECT epoch, NULL FROM offload_epochs WHERE namespace = ?1
@@ -481,8 +463,7 @@ class SQLiteCache(Cache):
         return 0 if row is None else int(row[0])
 
     def expired_since(self, epoch: int, entry: IndexEntry) -> ExpiryRule | None:
-        current, rules = read_log(self.db.run(_LOG_AFTER, (self.namespace, epoch)).fetchall())
-        return first_expiry(epoch, current, rules, entry)
+        return expiry_after(epoch, self.db.run(_LOG_AFTER, (self.namespace, epoch)).fetchall(), entry)
 
     # -- jobs: each one transaction ------------------------------------------------------
 
@@ -516,8 +497,7 @@ class SQLiteCache(Cache):
             if value is not None:
                 self._store(conn, answer, value, now + ttl, index)
                 if index is not None:
-                    current, rules = read_log(conn.execute(_LOG_AFTER, (self.namespace, since)).fetchall())
-                    rule = first_expiry(since, current, rules, index)
+                    rule = expiry_after(since, conn.execute(_LOG_AFTER, (self.namespace, since)).fetchall(), index)
                     if rule is not None:
                         survived = False
                         rewritten = restamped(rule, restamp, value)
@@ -693,9 +673,9 @@ class SQLiteQueue(Queue):
         return [dead_letter(row) for row in rows]
 
     def revive(self, job_id: str) -> bool:
-        number = job_number(job_id)
-        if number is None:
+        if not job_id.isdigit():  # not an id this queue gives
             return False
+        number = int(job_id)
         with self.db.cursor(write=True) as conn:
             rows = conn.execute(
                 "DELETE FROM offload_dead WHERE id = ? AND namespace = ? RETURNING namespace, key, payload",
