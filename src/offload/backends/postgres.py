@@ -532,9 +532,8 @@ class PostgresCache(Cache):
 
     def incr(self, key: str, ttl: float) -> int:
         query = self.db.sql(_INCR)
-        row = self.db.run(lambda conn: conn.execute(query, (key, ttl, self.namespace)).fetchone())
-        assert row is not None  # an upsert with RETURNING always returns its row
-        return int(bytes(row[0]))
+        rows = self.db.run(lambda conn: conn.execute(query, (key, ttl, self.namespace)).fetchall())
+        return int(bytes(rows[0][0]))  # an upsert with RETURNING always returns its row
 
     # -- expiry: log first, then remove -----------------------------------------------
 
