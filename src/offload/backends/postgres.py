@@ -47,12 +47,14 @@ An expiry races finishing jobs without a table lock: ``expire()`` bumps its
 namespace's row in ``offload_epochs`` (``ON CONFLICT DO UPDATE``), logs the
 rule, then looks for answers in later statements of the same transaction;
 ``finish_job()`` reads that row ``FOR SHARE`` in the statement that stores
-the answer. Whichever locks the row first, the other waits for its commit: an
-expiry then sees the stored answer, or the job reads the new epoch (a locked
-read returns the newest version, whatever the statement's snapshot). The log
-keeps each rule's ``LIKE`` pattern and tag, so the common case (nothing logged
-since the job began, or nothing that can match) is decided in that one
-statement; otherwise the rules are read again and matched exactly in Python.
+the answer (the row exists from the namespace's first ``start_job()`` or
+``epoch()`` on). Whichever locks the row first, the other waits for its
+commit: an expiry then sees the stored answer, or the job reads the new epoch
+(a locked read returns the newest version, whatever the statement's
+snapshot). The log keeps each rule's ``LIKE`` pattern and tag, so the common
+case (nothing logged since the job began, or nothing that can match) is
+decided in that one statement; otherwise the rules are read again and matched
+exactly in Python.
 
 Upgrades: the first process to open a database from before namespaces
 upgrades it under the advisory lock. ``offload_jobs`` gets its ``namespace``
@@ -60,8 +62,10 @@ column (``ALTER TABLE ... ADD COLUMN ... DEFAULT 'offload'``, no rewrite):
 its jobs are kept and go to the default namespace, as old jobs carried none
 (an app that set another namespace should let its queue drain first, or move
 them with one ``UPDATE``). The unlogged cache is dropped and created again,
-as a crash would: answers are computed again on the next request. A process
-that finds the schema current does no DDL, only a catalog query.
+as a crash would: answers are computed again on the next request. The
+``namespace`` columns default to ``offload``, so processes of the previous
+version keep working during a rolling restart. A process that finds the
+schema current does no DDL, only a catalog query.
 
 Durability: the cache table is ``UNLOGGED`` and offload's sessions commit with
 ``synchronous_commit = off``, so no request or job step waits for a disk flush

@@ -35,14 +35,17 @@ A job is waiting while ``token`` is NULL or its lease ran out, running while
 ``leased_until`` is ahead; a release is a new row (a new id: the back of the
 queue) whose ``leased_until`` holds it back for the delay.
 
-Upgrades: a database of version 0 (offload before namespaces) is upgraded by
-the first process that opens it, inside ``BEGIN IMMEDIATE`` so that
-concurrent openers wait: ``ALTER TABLE ... ADD COLUMN`` gives the cache
+Upgrades: a process reads ``PRAGMA user_version`` on its first connection.
+A database of version 0 (offload before namespaces) is upgraded by the first
+process that opens it, inside ``BEGIN IMMEDIATE`` so that concurrent openers
+wait and then find it done: ``ALTER TABLE ... ADD COLUMN`` gives the cache
 ``namespace`` and ``tags`` and the jobs ``namespace``; old answers take their
 namespace from their key (earlier versions wrote ``<namespace>:...``); old
 jobs carried no namespace and go to the default one, ``offload`` (an app
 that set another should let its queue drain first, or move its jobs with
-``UPDATE offload_jobs SET namespace = '...'``). Nothing is lost or rewritten.
+``UPDATE offload_jobs SET namespace = '...'``). No row is lost. The
+``namespace`` columns default to ``offload``, so processes of the previous
+version keep working on the upgraded file during a rolling restart.
 
 Notifications: a process waiting for something binds a Unix datagram socket
 in a folder beside the database, one folder per namespace and purpose:
