@@ -59,6 +59,7 @@ def test_backend_down_and_back(server: Server) -> None:
         "delete": lambda: cache.delete("answer"),
         "expire": lambda: cache.expire(ExpiryRule("/*")),
         "take": lambda: cache.take("answer"),
+        "incr": lambda: cache.incr("counter", 60),
         "epoch": cache.epoch,
         "expired since": lambda: cache.expired_since(0, IndexEntry("/page", "")),
         "start job": lambda: cache.start_job("running", "pending", "answer", b"m", 60),
