@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -201,10 +202,11 @@ def test_expire_drops_answers_by_path() -> None:
 def test_the_cached_answer_is_sent_as_latin_1_bytes() -> None:
     harness = ASGIHarness(behaviour.app, url=f"memory://{uuid.uuid4().hex}")
     key = _key(harness, "/x")
-    answer = CachedResponse(299, (("X-Name", "caf\xe9"), ("x-name", "b")), b"\x00\xff")
+    answer = CachedResponse(299, (("X-Name", "caf\xe9"), ("x-name", "b")), b"\x00\xff", expires=time.time() + 60)
     harness.offloader.cache.set(harness.offloader.response_key(key), answer.encode(), 60)
     result = harness.request("GET", "/x")
-    assert (result.status, result.headers, result.body) == (299, [("X-Name", "caf\xe9"), ("x-name", "b")], b"\x00\xff")
+    expected = (299, [("X-Name", "caf\xe9"), ("x-name", "b")], b"\x00\xff")
+    assert (result.status, result.app_headers, result.body) == expected
 
 
 def _key(harness: ASGIHarness, path: str) -> str:

@@ -21,6 +21,11 @@ class Result:
     headers: list[tuple[str, str]]
     body: bytes
 
+    @property
+    def app_headers(self) -> list[tuple[str, str]]:
+        """The headers without those a cache adds on the way out (``Age``, ``Cache-Status``)."""
+        return [(name, value) for name, value in self.headers if name.lower() not in ("age", "cache-status")]
+
     def header(self, name: str) -> str | None:
         for key, value in self.headers:
             if key.lower() == name.lower():

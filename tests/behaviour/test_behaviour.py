@@ -23,7 +23,8 @@ def test_miss_answers_202_then_the_worker_computes_the_answer(harness: Harness) 
     assert harness.work() == 1
     hit = harness.request("GET", "/hello", "a=1")
     assert (hit.status, hit.body) == (200, b"hello a=1")
-    assert hit.headers == [("Content-Type", "text/plain"), ("X-Served-By", "app")]
+    assert hit.app_headers == [("Content-Type", "text/plain"), ("X-Served-By", "app"), ("ETag", hit.header("ETag"))]
+    assert hit.header("Age") == "0" and (hit.header("Cache-Status") or "").startswith("offload; hit; ttl=")
     assert apps.calls["/hello"] == 1
 
 
@@ -31,11 +32,12 @@ def test_hit_is_byte_for_byte_with_repeated_headers_in_order(harness: Harness) -
     hit = harness.get_after_work("/binary")
     assert hit.status == 200
     assert hit.body == apps.BINARY
-    assert hit.headers == [
+    assert hit.app_headers == [
         ("Content-Type", "application/octet-stream"),
         ("Link", "</a>; rel=a"),
         ("X-Twice", "1"),
         ("Link", "</b>; rel=b"),
+        ("ETag", hit.header("ETag")),
     ]
 
 
