@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import re
 import sys
+from pathlib import Path
 from typing import Any
 
 from offload.backends import DEFAULT_NAMESPACE
@@ -60,12 +61,12 @@ def app_name(app: Any, depth: int = 0) -> str:
         return app_name(inner, depth + 1)
     import_name = getattr(app, "import_name", None)
     if isinstance(import_name, str) and import_name:  # Flask, Quart
-        return import_name
+        return _main_as_module(import_name)
     module = getattr(type(app), "__module__", "") or ""
     if module.startswith("django."):
         return _django_settings_module()
     if hasattr(app, "__qualname__") and hasattr(app, "__module__"):  # a function or a class
-        return f"{app.__module__}.{app.__qualname__}"
+        return f"{_main_as_module(str(app.__module__))}.{app.__qualname__}"
     endpoints = _endpoint_modules(app, depth)
     if endpoints:
         return endpoints
@@ -78,6 +79,14 @@ def app_name(app: Any, depth: int = 0) -> str:
             if found:
                 return found
     return ""
+
+
+def _main_as_module(name: str) -> str:
+    """``__main__`` named as the module it would be when imported (``python myapp.py`` is ``myapp``)."""
+    if name != "__main__":
+        return name
+    path = getattr(sys.modules.get("__main__"), "__file__", None)
+    return Path(path).stem if path else name
 
 
 def _django_settings_module() -> str:

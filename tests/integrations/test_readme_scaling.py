@@ -56,9 +56,11 @@ class MyApp:
         saved = {name: os.environ.get(name) for name in env}
         os.environ.update(env)
         try:
-            spec = importlib.util.spec_from_file_location(f"myapp_{uuid.uuid4().hex}", directory / "myapp.py")
+            # Imported as "myapp", as the worker imports it: a Flask app is named by its module (namespaces).
+            spec = importlib.util.spec_from_file_location("myapp", directory / "myapp.py")
             assert spec is not None and spec.loader is not None
             self.module: Any = importlib.util.module_from_spec(spec)
+            sys.modules["myapp"] = self.module
             spec.loader.exec_module(self.module)
         finally:
             for name, value in saved.items():
@@ -80,6 +82,7 @@ class MyApp:
         return process
 
     def stop(self) -> None:
+        sys.modules.pop("myapp", None)
         offloader = self.module.app.wsgi_app.offloader
         offloader.cache.close()
         offloader.queue.close()
