@@ -75,10 +75,10 @@ def first_expiry(
     return None
 
 
-def kept(entries: Sequence[tuple[int, int, str]], now_ms: int) -> list[tuple[int, int, str]]:
-    """The entries of a log kept as a list, without those older than :data:`EXPIRY_LOG_SECONDS`: the oldest go first."""
+def kept(entries: Sequence[str], now_ms: int) -> list[str]:
+    """A log kept as a list of entries, without those older than :data:`EXPIRY_LOG_SECONDS`: the oldest go first."""
     horizon = now_ms - int(EXPIRY_LOG_SECONDS * 1000)
     start = 0
-    while start < len(entries) and entries[start][1] < horizon:
+    while start < len(entries) and ((parsed := parse_entry(entries[start])) is None or parsed[1] < horizon):
         start += 1
     return list(entries[start:])
