@@ -91,6 +91,8 @@ PRUNE_GRACE = 60.0
 #: memcached reads expiry times above 30 days as Unix timestamps.
 _RELATIVE_LIMIT = 30 * 24 * 3600
 _CAS_ATTEMPTS = 200
+#: Seconds between two looks of a process at the list of namespaces (see MemcachedCache._register).
+REGISTER_EVERY = 300.0
 
 
 def open_backend(url: str, namespace: str = DEFAULT_NAMESPACE) -> Backend:
@@ -210,6 +212,7 @@ class MemcachedCache(Cache):
         self.index_buckets = index_buckets
         self.chunk_size = chunk_size
         self.namespace = check_namespace(namespace)
+        self._next_register = 0.0  # monotonic time of the next look at the list of namespaces
         self._errors: tuple[type[BaseException], ...] = (_import_pymemcache().exceptions.MemcacheError, OSError)
 
     @classmethod
@@ -262,24 +265,30 @@ class MemcachedCache(Cache):
     def _bucket(self, key: str) -> str:
         return index_key(self.namespace, zlib.crc32(key.encode("utf-8")) % self.index_buckets)
 
-    def _replace(self, name: str, change: Callable[[Any], bytes | None]) -> bool:
-        """Replace item ``name`` by ``change(what it holds)`` (None: leave it), retrying when another writer
-        got there first; return whether the item was created."""
+    def _replace(self, name: str, change: Callable[[Any], bytes | None]) -> None:
+        """Replace item ``name`` by ``change(what it holds)`` (None: leave it); retry when another writer came first."""
         for attempt in range(_CAS_ATTEMPTS):
             raw, token = self.client.gets(name)
             data = change(raw)
             if data is None:
-                return False
+                return
             if token is None:
                 if self.client.add(name, data, 0, noreply=False):
-                    return True
+                    return
             elif self.client.cas(name, data, token, 0, noreply=False):
-                return False
+                return
             time.sleep(random.uniform(0, 0.001 * min(attempt + 1, 20)))
         raise BackendUnavailable(f"memcached item {name} is too contended; try again")
 
-    def _register(self) -> None:
-        """List this namespace in :data:`NAMESPACES_KEY` (done when it creates an item of its own)."""
+    def _register(self, started: bool) -> None:
+        """List this namespace in :data:`NAMESPACES_KEY` when it ``started`` to hold something, and now and then.
+
+        The list is read rarely, so memcached may evict it first: each process
+        looks at it every :data:`REGISTER_EVERY` seconds, which also keeps it recently used.
+        """
+        if not started and time.monotonic() < self._next_register:
+            return
+        self._next_register = time.monotonic() + REGISTER_EVERY
 
         def add(raw: Any) -> bytes | None:
             listed = decode_list(raw)
@@ -425,16 +434,19 @@ class MemcachedCache(Cache):
     def _update_bucket(self, bucket: str, change: Callable[[dict[str, Listing]], bool]) -> None:
         """Apply ``change`` to the listings of index entry ``bucket``; listings long expired go on the way."""
 
+        started = [False]
+
         def rewrite(raw: Any) -> bytes | None:
             listings = decode_bucket(bucket, raw)
             horizon = time.time() - PRUNE_GRACE
             live = {key: listing for key, listing in listings.items() if listing[1] > horizon}
             if not change(live) and len(live) == len(listings) and raw is not None:
                 return None
+            started[0] = not listings and bool(live)
             return encode_bucket(bucket, live)
 
-        if self._replace(bucket, rewrite):
-            self._register()
+        self._replace(bucket, rewrite)
+        self._register(started[0])
 
     def _buckets(self, namespace: str) -> dict[str, dict[str, Listing]]:
         names = [index_key(namespace, n) for n in range(self.index_buckets)]
@@ -492,18 +504,19 @@ class MemcachedCache(Cache):
 
     def _log(self, rule: ExpiryRule) -> int:
         """Log ``rule`` under the next epoch (the first one of a log is its base: see offload.backends.expiry_log)."""
-        name, epochs = log_key(self.namespace), [0]
+        name, epochs, started = log_key(self.namespace), [0], [False]
 
         def append(raw: Any) -> bytes:
             current, base, entries = decode_log(name, raw)
             now_ms = int(time.time() * 1000)
-            if current == 0:
+            started[0] = current == 0
+            if started[0]:
                 current = base = now_ms
-            epochs[:] = [current + 1]
+            epochs[0] = current + 1
             return encode_log(current + 1, base, kept([*entries, entry_text(current + 1, now_ms, rule)], now_ms))
 
-        if self._replace(name, append):
-            self._register()
+        self._replace(name, append)
+        self._register(started[0])
         return epochs[0]
 
     def _read_log(self, namespace: str) -> tuple[int, int, list[str]]:
