@@ -440,7 +440,7 @@ class MemcachedCache(Cache):
             listings = decode_bucket(bucket, raw)
             horizon = time.time() - PRUNE_GRACE
             live = {key: listing for key, listing in listings.items() if listing[1] > horizon}
-            if not change(live) and len(live) == len(listings) and raw is not None:
+            if not change(live) and len(live) == len(listings):
                 return None
             started[0] = not listings and bool(live)
             return encode_bucket(bucket, live)

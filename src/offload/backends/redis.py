@@ -19,6 +19,8 @@ Cache
     query and tags in the same script that stores them (see
     :mod:`offload.backends.redis_index`).
 
+In what follows ``<ns>`` stands for ``<prefix>:<namespace>``.
+
 Expiry log
     ``expire()`` first logs its rule: ``HINCRBY <ns>:epoch n`` gives it an
     epoch, and ``<ns>:expiries`` (a sorted set scored by epoch, members

@@ -139,6 +139,8 @@ class RedisConnection:
         connection = cls(f"redis://?prefix={prefix}")
         connection._client = connection._blocking = client
         connection.external = True
+        pool = getattr(client, "connection_pool", None)
+        connection.database = str(getattr(pool, "connection_kwargs", {}).get("db", 0))  # names its channels
         return connection
 
     def names(self, namespace: str) -> Names:
