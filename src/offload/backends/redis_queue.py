@@ -143,22 +143,27 @@ return 1
 """
 )
 
-# Takes the owned entry out of the stream and returns its fields (a flat list; empty if it was deleted).
-_TAKE_OUT = """
-local entry = redis.call('XRANGE', KEYS[1], ARGV[4], ARGV[4])[1]
+# Takes the owned entry out of the stream.
+_REMOVE = """
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[4])
 redis.call('XDEL', KEYS[1], ARGV[4])
+"""
+
+# The owned entry's fields, a flat list of names and values (empty if the entry was deleted).
+_FIELDS = """
+local entry = redis.call('XRANGE', KEYS[1], ARGV[4], ARGV[4])[1]
 local fields = entry and entry[2] or {}
 """
 
-_ACK = _OWNED + _TAKE_OUT + "return 1"
+_ACK = _OWNED + _REMOVE + "return 1"
 
 # KEYS: stream, delayed, held. ARGV[5]: delay ms. The job goes to the back: at once, or once due.
 _RELEASE = (
     NOW
     + _WAITING
     + _OWNED
-    + _TAKE_OUT
+    + _FIELDS
+    + _REMOVE
     + """
 if #fields == 0 then return 1 end
 if tonumber(ARGV[5]) <= 0 then
@@ -175,7 +180,8 @@ return 1
 _BURY = (
     _WAITING
     + _OWNED
-    + _TAKE_OUT
+    + _FIELDS
+    + _REMOVE
     + """
 local key, payload = field(fields, 'k') or '', field(fields, 'p') or ''
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'k', key, 'p', payload, 'e', ARGV[5])
