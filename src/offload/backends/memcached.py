@@ -11,19 +11,20 @@ options: ``timeout`` (seconds, default 2), ``index_buckets`` (default 256),
 ``chunk_size`` (bytes, default 512 KiB).
 
 Memcached cannot list its keys, so ``expire()`` and ``stats()`` use an index
-kept in memcached itself: every cached answer is listed (key, path, query,
-failed, expiry) in one of ``index_buckets`` index entries, chosen by a hash of
-the answer's key. An index entry is only ever replaced with ``gets``/``cas``
-(or created with ``add``), so concurrent writers on any number of machines
-never lose each other's updates: a writer that lost the race reads again and
-retries. The order of writes keeps the index complete:
+kept in memcached itself, per namespace: every cached answer is listed (key,
+path, query, tags, failed, expiry) in one of ``index_buckets`` index entries,
+chosen by a hash of the answer's key; the expiry log and the list of
+namespaces are items too (names, formats and sizing in
+:mod:`offload.backends.memcached_items`). Those items are only ever replaced
+with ``gets``/``cas`` (or created with ``add``), so a writer that lost a race
+reads again and retries. The order of writes keeps the index complete:
 
 * ``set`` lists the answer first, then stores it, then checks the listing is
   still there: an ``expire()`` that ran in between removed the listing of a
   value it could not yet delete, so the listing is restored if the value exists.
-* ``expire()`` deletes the answers first, then their listings, so a crash in
-  between leaves listings of deleted answers (harmless), never answers no
-  listing points to.
+* ``expire()`` logs its rule, then deletes (or rewrites) the answers, then
+  drops their listings, so a crash in between leaves listings of deleted
+  answers (harmless), never answers no listing points to.
 * ``delete`` removes the value, then its listing.
 
 Listings past their expiry (plus a minute for clock skew between machines)
@@ -31,15 +32,17 @@ are dropped whenever their index entry is written. Limits, by design: an index
 entry evicted by memcached under memory pressure takes its listings with it
 (those answers then live until their ttl; size memcached so that its
 ``evictions`` counter stays at zero), and ``stats()`` counts listings, so an
-answer evicted early is counted until its listed expiry.
+answer evicted early is counted until its listed expiry. Memcached cannot
+tell of stored answers: :meth:`~MemcachedCache.watch` returns None.
 
 Keys memcached would refuse (spaces, control characters, over 200 bytes) are
 stored under a SHA-256 digest of the key; offload's own keys are short hex
 digests and stay readable. Values larger than ``chunk_size`` (memcached refuses items over 1 MiB by
 default) are stored in chunks under fresh keys, with a small header under the
 key itself that is written last; a missing or short chunk reads as a miss.
-Nothing read back is unpickled: values are bytes, index entries zlib-compressed
-JSON, both checked before use.
+Nothing read back is unpickled: values are bytes stored with flags 0, and the
+clients offload makes read an item with other flags (another client's pickle,
+text or number) as absent: ``get`` misses it and ``add`` replaces it.
 """
 
 from __future__ import annotations
@@ -54,38 +57,48 @@ import threading
 import time
 import uuid
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
-from offload.backends.base import Cache, IndexEntry
+from offload.backends.base import DEFAULT_NAMESPACE, Cache, ExpiryRule, IndexEntry, Restamp, check_namespace
+from offload.backends.expiry_log import entry_text, first_expiry, kept, parse_entry
+from offload.backends.memcached_items import (
+    NAMESPACES_KEY,
+    BytesSerde,
+    Listing,
+    decode_bucket,
+    decode_list,
+    decode_log,
+    encode_bucket,
+    encode_list,
+    encode_log,
+    index_key,
+    log_key,
+)
 from offload.errors import BackendUnavailable, ConfigurationError, MissingDependency
-from offload.keys import params_match, path_matcher
 
 if TYPE_CHECKING:
     from offload.backends import Backend
 
 log = logging.getLogger("offload.memcached")
 
-INDEX_MAGIC = b"offload-index/1\n"
 CHUNKS_MAGIC = b"offload-chunks/1\n"
 #: Listings are pruned this long after their expiry, so a machine whose clock
 #: runs ahead does not drop another machine's live listings.
 PRUNE_GRACE = 60.0
 #: memcached reads expiry times above 30 days as Unix timestamps.
 _RELATIVE_LIMIT = 30 * 24 * 3600
-_MAX_INDEX_BYTES = 64 * 1024 * 1024
 _CAS_ATTEMPTS = 200
+#: Seconds between two looks of a process at the list of namespaces (see MemcachedCache._register).
+REGISTER_EVERY = 300.0
 
-#: One listing: path, query, failed, expiry as a Unix time.
-Listing = tuple[str, str, bool, float]
 
-
-def open_backend(url: str) -> Backend:
+def open_backend(url: str, namespace: str = DEFAULT_NAMESPACE) -> Backend:
     from offload.backends import Backend
 
-    return Backend(url, MemcachedCache.from_url(url), None)
+    return Backend(url, MemcachedCache.from_url(url, namespace), None)
 
 
 def _import_pymemcache() -> Any:
@@ -160,7 +173,9 @@ def check_plain_client(client: Any) -> None:
     if serde is None:
         return
     wrapping = pymemcache.serde.LegacyWrappingSerde
-    if isinstance(serde, wrapping) and serde.deserialize == serde._default_deserialize:
+    if isinstance(serde, BytesSerde) or (
+        isinstance(serde, wrapping) and serde.deserialize == serde._default_deserialize
+    ):
         return
     raise ConfigurationError(
         "this pymemcache client deserializes values (its serde may unpickle): "
@@ -184,6 +199,7 @@ class MemcachedCache(Cache):
         factory: Callable[[], Any] | None = None,
         index_buckets: int = 256,
         chunk_size: int = 512 * 1024,
+        namespace: str = DEFAULT_NAMESPACE,
     ) -> None:
         if (client is None) == (factory is None):
             raise ConfigurationError("give MemcachedCache a client or a factory, not both")
@@ -195,10 +211,12 @@ class MemcachedCache(Cache):
         self._lock = threading.Lock()
         self.index_buckets = index_buckets
         self.chunk_size = chunk_size
+        self.namespace = check_namespace(namespace)
+        self._next_register = 0.0  # monotonic time of the next look at the list of namespaces
         self._errors: tuple[type[BaseException], ...] = (_import_pymemcache().exceptions.MemcacheError, OSError)
 
     @classmethod
-    def from_url(cls, url: str) -> MemcachedCache:
+    def from_url(cls, url: str, namespace: str = DEFAULT_NAMESPACE) -> MemcachedCache:
         """A cache for ``memcached://host:port[,host:port...][?timeout=2&index_buckets=256&chunk_size=524288]``."""
         pymemcache = _import_pymemcache()
         servers = _servers(url)
@@ -206,11 +224,12 @@ class MemcachedCache(Cache):
         timeout = _option(options, "timeout", 2.0, url)
         buckets = int(_option(options, "index_buckets", 256, url))
         chunk_size = int(_option(options, "chunk_size", 512 * 1024, url))
+        serde = BytesSerde()
 
         def connect() -> Any:
             if len(servers) == 1:
                 return pymemcache.client.base.PooledClient(
-                    servers[0], connect_timeout=timeout, timeout=timeout, default_noreply=False
+                    servers[0], connect_timeout=timeout, timeout=timeout, default_noreply=False, serde=serde
                 )
             return pymemcache.client.hash.HashClient(
                 servers,
@@ -220,9 +239,10 @@ class MemcachedCache(Cache):
                 default_noreply=False,
                 retry_attempts=1,
                 dead_timeout=5,
+                serde=serde,
             )
 
-        return cls(factory=connect, index_buckets=buckets, chunk_size=chunk_size)
+        return cls(factory=connect, index_buckets=buckets, chunk_size=chunk_size, namespace=namespace)
 
     # -- plumbing ----------------------------------------------------------------
 
@@ -243,23 +263,54 @@ class MemcachedCache(Cache):
             raise BackendUnavailable(f"memcached {what}: {type(error).__name__}: {error}") from error
 
     def _bucket(self, key: str) -> str:
-        return f"offload-index:{zlib.crc32(key.encode('utf-8')) % self.index_buckets}"
+        return index_key(self.namespace, zlib.crc32(key.encode("utf-8")) % self.index_buckets)
+
+    def _replace(self, name: str, change: Callable[[Any], bytes | None]) -> None:
+        """Replace item ``name`` by ``change(what it holds)`` (None: leave it); retry when another writer came first."""
+        for attempt in range(_CAS_ATTEMPTS):
+            raw, token = self.client.gets(name)
+            data = change(raw)
+            if data is None:
+                return
+            if token is None:
+                if self.client.add(name, data, 0, noreply=False):
+                    return
+            elif self.client.cas(name, data, token, 0, noreply=False):
+                return
+            time.sleep(random.uniform(0, 0.001 * min(attempt + 1, 20)))
+        raise BackendUnavailable(f"memcached item {name} is too contended; try again")
+
+    def _register(self, started: bool) -> None:
+        """List this namespace in :data:`NAMESPACES_KEY` when it ``started`` to hold something, and now and then.
+
+        The list is read rarely, so memcached may evict it first: each process
+        looks at it every :data:`REGISTER_EVERY` seconds, which also keeps it recently used.
+        """
+        if not started and time.monotonic() < self._next_register:
+            return
+        self._next_register = time.monotonic() + REGISTER_EVERY
+
+        def add(raw: Any) -> bytes | None:
+            listed = decode_list(raw)
+            return None if self.namespace in listed else encode_list([*listed, self.namespace])
+
+        self._replace(NAMESPACES_KEY, add)
 
     # -- values -----------------------------------------------------------------
 
     def get(self, key: str) -> bytes | None:
         key = memcached_key(key)
         with self._reaching("get"):
-            value = self.client.get(key)
-            if not isinstance(value, bytes):
-                return None
-            if not value.startswith(CHUNKS_MAGIC):
-                return value
-            return self._join_chunks(key, value)
+            return self._whole(key, self.client.get(key))
 
-    def _join_chunks(self, key: str, header: bytes) -> bytes | None:
+    def _whole(self, key: str, value: Any) -> bytes | None:
+        """The value an item holds: itself, or the chunks its header names; None for anything else."""
+        if not isinstance(value, bytes):
+            return None
+        if not value.startswith(CHUNKS_MAGIC):
+            return value
         try:
-            meta = json.loads(header[len(CHUNKS_MAGIC) :])
+            meta = json.loads(value[len(CHUNKS_MAGIC) :])
             chunk_id, count, length = meta["id"], meta["n"], meta["length"]
             if not (isinstance(chunk_id, str) and chunk_id.isalnum() and isinstance(count, int) and 0 < count < 10_000):
                 raise ValueError("bad chunk header")
@@ -271,14 +322,18 @@ class MemcachedCache(Cache):
         parts = [found.get(name) for name in names]
         if not all(isinstance(part, bytes) for part in parts):
             return None  # a chunk expired or was evicted: a miss
-        value = b"".join(parts)
-        return value if len(value) == length else None
+        whole = b"".join(parts)
+        return whole if len(whole) == length else None
 
     def add(self, key: str, value: bytes, ttl: float) -> bool:
         key, expire = memcached_key(key), exptime(ttl)
         with self._reaching("add"):
             stored = self._chunked(key, value, expire)
             if self.client.add(key, stored, expire, noreply=False):
+                return True
+            # Taken, unless by an item of another client (other flags): that one is not offload's.
+            held, token = self.client.gets(key)
+            if held is None and token is not None and self.client.cas(key, stored, token, expire, noreply=False):
                 return True
             if stored is not value:  # chunks written for nothing: drop them now rather than at expiry
                 meta = json.loads(stored[len(CHUNKS_MAGIC) :])
@@ -289,19 +344,20 @@ class MemcachedCache(Cache):
         key = memcached_key(key)
         with self._reaching("set"):
             if index is None:
-                self._update_index(key, lambda entries: entries.pop(key, None) is not None)
+                self._update_bucket(self._bucket(key), lambda listings: listings.pop(key, None) is not None)
                 self._store(key, value, ttl)
                 return
-            listing: Listing = (index.path, index.query, index.failed, time.time() + ttl)
+            listing: Listing = (index, math.ceil(time.time() + ttl))
 
-            def list_it(entries: dict[str, Listing]) -> bool:
-                entries[key] = listing
+            def list_it(listings: dict[str, Listing]) -> bool:
+                listings[key] = listing
                 return True
 
-            self._update_index(key, list_it)
+            self._update_bucket(self._bucket(key), list_it)
             self._store(key, value, ttl)
-            if key not in self._read_bucket(self._bucket(key)) and self.client.get(key) is not None:
-                self._update_index(key, list_it)  # an expire() came between listing and storing
+            bucket = self._bucket(key)
+            if key not in decode_bucket(bucket, self.client.get(bucket)) and self.client.get(key) is not None:
+                self._update_bucket(bucket, list_it)  # an expire() came between listing and storing
 
     def _store(self, key: str, value: bytes, ttl: float) -> None:
         expire = exptime(ttl)
@@ -339,127 +395,166 @@ class MemcachedCache(Cache):
             if not self.client.touch(key, expire, noreply=False):
                 return False
 
-            def extend(entries: dict[str, Listing]) -> bool:
-                listing = entries.get(key)
+            def extend(listings: dict[str, Listing]) -> bool:
+                listing = listings.get(key)
                 if listing is None:
                     return False
-                entries[key] = (*listing[:3], time.time() + ttl)
+                listings[key] = (listing[0], math.ceil(time.time() + ttl))
                 return True
 
-            self._update_index(key, extend)
+            self._update_bucket(self._bucket(key), extend)
             return True
 
     def delete(self, key: str) -> None:
         key = memcached_key(key)
         with self._reaching("delete"):
             self.client.delete(key, noreply=False)
-            self._update_index(key, lambda entries: entries.pop(key, None) is not None)
+            self._update_bucket(self._bucket(key), lambda listings: listings.pop(key, None) is not None)
+
+    def incr(self, key: str, ttl: float) -> int:
+        key, expire = memcached_key(key), exptime(ttl)
+        client_error = _import_pymemcache().exceptions.MemcacheClientError
+        with self._reaching("incr"):
+            for _ in range(_CAS_ATTEMPTS):
+                try:
+                    count = self.client.incr(key, 1, noreply=False)
+                except client_error:  # not a number: not a counter, so it starts again
+                    _, token = self.client.gets(key)
+                    if token is not None and self.client.cas(key, b"1", token, expire, noreply=False):
+                        return 1
+                    continue
+                if count is not None:
+                    return int(count)
+                if self.client.add(key, b"1", expire, noreply=False):  # memcached's incr keeps the expiry
+                    return 1
+        raise BackendUnavailable(f"memcached counter {key} is too contended; try again")
 
     # -- the index ------------------------------------------------------------------
 
-    def _update_index(self, key: str, change: Callable[[dict[str, Listing]], bool]) -> None:
-        """Apply ``change`` to the index entry listing ``key``, retrying when another writer got there first."""
-        self._update_bucket(self._bucket(key), change)
-
     def _update_bucket(self, bucket: str, change: Callable[[dict[str, Listing]], bool]) -> None:
-        for attempt in range(_CAS_ATTEMPTS):
-            raw, token = self.client.gets(bucket)
-            entries = self._decode_bucket(bucket, raw)
+        """Apply ``change`` to the listings of index entry ``bucket``; listings long expired go on the way."""
+
+        started = [False]
+
+        def rewrite(raw: Any) -> bytes | None:
+            listings = decode_bucket(bucket, raw)
             horizon = time.time() - PRUNE_GRACE
-            live = {key: listing for key, listing in entries.items() if listing[3] > horizon}
-            if not change(live) and len(live) == len(entries):
-                return
-            data = self._encode_bucket(bucket, live)
-            if token is None:
-                if self.client.add(bucket, data, 0, noreply=False):
-                    return
-            elif self.client.cas(bucket, data, token, 0, noreply=False):
-                return
-            time.sleep(random.uniform(0, 0.001 * min(attempt + 1, 20)))
-        raise BackendUnavailable(f"memcached index entry {bucket} is too contended; try again")
+            live = {key: listing for key, listing in listings.items() if listing[1] > horizon}
+            if not change(live) and len(live) == len(listings):
+                return None
+            started[0] = not listings and bool(live)
+            return encode_bucket(bucket, live)
 
-    def _read_bucket(self, bucket: str) -> dict[str, Listing]:
-        return self._decode_bucket(bucket, self.client.get(bucket))
+        self._replace(bucket, rewrite)
+        self._register(started[0])
 
-    def _encode_bucket(self, bucket: str, entries: dict[str, Listing]) -> bytes:
-        body = json.dumps({key: list(listing) for key, listing in entries.items()}, separators=(",", ":"))
-        data = INDEX_MAGIC + zlib.compress(body.encode("utf-8"))
-        if len(data) > 1000 * 1000:
-            raise BackendUnavailable(
-                f"memcached index entry {bucket} outgrew memcached's item size: raise index_buckets in the URL"
-            )
-        return data
-
-    def _decode_bucket(self, bucket: str, raw: Any) -> dict[str, Listing]:
-        if raw is None:
-            return {}
-        try:
-            if not isinstance(raw, bytes) or not raw.startswith(INDEX_MAGIC):
-                raise ValueError("no index header")
-            inflate = zlib.decompressobj()
-            body = inflate.decompress(raw[len(INDEX_MAGIC) :], _MAX_INDEX_BYTES)
-            if inflate.unconsumed_tail or not inflate.eof:
-                raise ValueError("truncated or oversized")
-            loaded = json.loads(body)
-            if not isinstance(loaded, dict):
-                raise ValueError("not an object")
-            entries: dict[str, Listing] = {}
-            for key, item in loaded.items():
-                path, query, failed, expires = item
-                if not (isinstance(path, str) and isinstance(query, str) and isinstance(failed, bool)):
-                    raise ValueError("bad listing")
-                entries[key] = (path, query, failed, float(expires))
-            return entries
-        except (ValueError, TypeError, zlib.error) as error:
-            log.warning("memcached index entry %s is not in offload's format (%s): starting it afresh", bucket, error)
-            return {}
-
-    def _all_buckets(self) -> dict[str, dict[str, Listing]]:
-        names = [f"offload-index:{n}" for n in range(self.index_buckets)]
+    def _buckets(self, namespace: str) -> dict[str, dict[str, Listing]]:
+        names = [index_key(namespace, n) for n in range(self.index_buckets)]
         found = self.client.get_many(names)
-        return {name: self._decode_bucket(name, found.get(name)) for name in names if name in found}
+        return {name: decode_bucket(name, found[name]) for name in names if found.get(name) is not None}
 
-    def expire(self, pattern: str, params: Sequence[tuple[str, str]] = ()) -> int:
-        matches = path_matcher(pattern)
-
-        def doomed_in(entries: dict[str, Listing]) -> list[str]:
-            return [
-                key for key, (path, query, _, _) in entries.items() if matches(path) and params_match(query, params)
-            ]
-
+    def expire(self, rule: ExpiryRule, restamp: Restamp | None = None) -> int:
         with self._reaching("expire"):
-            return sum(
-                self._expire_in(bucket, doomed_in)
-                for bucket, entries in self._all_buckets().items()
-                if doomed_in(entries)
-            )
+            self._log(rule)
+            touched = 0
+            for bucket, listings in self._buckets(self.namespace).items():
+                selected = {key: listing for key, listing in listings.items() if rule.matches(listing[0])}
+                if selected:
+                    touched += self._drop(bucket, rule) if restamp is None else self._rewrite(bucket, selected, restamp)
+            return touched
 
-    def _expire_in(self, bucket: str, doomed_in: Callable[[dict[str, Listing]], list[str]]) -> int:
-        """Delete the answers one index entry lists as doomed, then their listings; count those still held."""
-        dropped: list[str] = []
+    def _drop(self, bucket: str, rule: ExpiryRule) -> int:
+        """Delete the answers an index entry lists as selected, then their listings; count those memcached held."""
+        dropped: set[str] = set()
 
-        def drop(entries: dict[str, Listing]) -> bool:
-            doomed = doomed_in(entries)
+        def drop(listings: dict[str, Listing]) -> bool:
+            doomed = [key for key, (entry, _) in listings.items() if rule.matches(entry)]
             # memcached's clock ticks in whole seconds, so an answer may be gone before its
             # listed expiry: count what memcached itself says it still held.
-            dropped[:] = [key for key in doomed if self.client.delete(key, noreply=False)]
+            dropped.update(key for key in doomed if key not in dropped and self.client.delete(key, noreply=False))
             for key in doomed:
-                del entries[key]
+                del listings[key]
             return bool(doomed)
 
         self._update_bucket(bucket, drop)
         return len(dropped)
 
+    def _rewrite(self, bucket: str, selected: dict[str, Listing], restamp: Restamp) -> int:
+        """Replace each selected answer by ``restamp(value)`` until its listed expiry, if unchanged since read."""
+        touched, gone = 0, []
+        for key, (_, expires) in selected.items():
+            held, token = self.client.gets(key)
+            value = self._whole(key, held)
+            if value is None or token is None:
+                continue
+            rewritten = restamp(value)
+            if rewritten is None:
+                touched += bool(self.client.delete(key, noreply=False))
+                gone.append(key)
+            elif expires > time.time():
+                expire = exptime(expires - time.time())
+                touched += bool(
+                    self.client.cas(key, self._chunked(key, rewritten, expire), token, expire, noreply=False)
+                )
+        if gone:
+            self._update_bucket(bucket, lambda listings: [listings.pop(key, None) for key in gone] != [])
+        return touched
+
+    # -- the expiry log ------------------------------------------------------------------
+
+    def _log(self, rule: ExpiryRule) -> int:
+        """Log ``rule`` under the next epoch (the first one of a log is its base: see offload.backends.expiry_log)."""
+        name, epochs, started = log_key(self.namespace), [0], [False]
+
+        def append(raw: Any) -> bytes:
+            current, base, entries = decode_log(name, raw)
+            now_ms = int(time.time() * 1000)
+            started[0] = current == 0
+            if started[0]:
+                current = base = now_ms
+            epochs[0] = current + 1
+            return encode_log(current + 1, base, kept([*entries, entry_text(current + 1, now_ms, rule)], now_ms))
+
+        self._replace(name, append)
+        self._register(started[0])
+        return epochs[0]
+
+    def _read_log(self, namespace: str) -> tuple[int, int, list[str]]:
+        name = log_key(namespace)
+        with self._reaching("read the expiry log"):
+            return decode_log(name, self.client.get(name))
+
+    def epoch(self) -> int:
+        return self._read_log(self.namespace)[0]
+
+    def expired_since(self, epoch: int, entry: IndexEntry) -> ExpiryRule | None:
+        current, base, entries = self._read_log(self.namespace)
+        newer = [text for text in entries if (parsed := parse_entry(text)) is None or parsed[0] > epoch]
+        return first_expiry(epoch, current, base, newer, entry)
+
+    # -- counts ------------------------------------------------------------------------
+
     def stats(self) -> dict[str, int]:
         now = time.time()
         cached = failed = 0
         with self._reaching("stats"):
-            for entries in self._all_buckets().values():
-                for _, _, is_failed, expires in entries.values():
+            for listings in self._buckets(self.namespace).values():
+                for entry, expires in listings.values():
                     if expires > now:
-                        failed += is_failed
-                        cached += not is_failed
+                        failed += entry.failed
+                        cached += not entry.failed
         return {"cached": cached, "failed": failed}
+
+    def namespaces(self) -> list[str]:
+        now = time.time()
+        found = []
+        with self._reaching("namespaces"):
+            for namespace in decode_list(self.client.get(NAMESPACES_KEY)):
+                if self._read_log(namespace)[0] or any(
+                    expires > now for listings in self._buckets(namespace).values() for _, expires in listings.values()
+                ):
+                    found.append(namespace)
+        return sorted(found)
 
     def close(self) -> None:
         if self._factory is None:

@@ -1,36 +1,45 @@
-"""Redis backend (``redis://``, ``rediss://``, ``unix://``): cache and queue in one Redis database.
+"""Redis backend (``redis://``, ``rediss://``, ``unix://``): cache and queue of a namespace in one Redis database.
 
 Uses the official ``redis`` client, sync and asyncio (``pip install
-"offload[redis]"``). Every multi-step operation is one Lua script, so it is
-atomic on the server whatever the number of web and worker processes.
-Connections fail fast (2 s to connect, 5 s per reply, no silent retries), so an
-outage is a :class:`~offload.errors.BackendUnavailable` at once, never a hung
-request; redis-py's own URL options (``?socket_timeout=10``) override these.
-``?prefix=name`` (default ``offload``) names offload's own keys below.
+"offload[redis]"``); connections and names are in
+:mod:`offload.backends.redis_connection`. Every multi-step operation is one
+Lua script, so it is atomic on the server whatever the number of web and
+worker processes, and costs one round trip. ``?prefix=name`` (default
+``offload``) is the outer prefix: a namespace's structures are
+``<prefix>:<namespace>:<what>``, and ``<prefix>:namespaces`` lists the
+namespaces that hold something (each write adds its own, ``namespaces()``
+forgets the empty ones).
 
 Cache
-    Each value lives under its own key with a Redis expiry; ``add`` is ``SET NX
-    PX``. A cached answer (``set`` with an index) is also recorded, by the same
-    script, so that ``expire()`` and ``status`` never scan the keyspace:
+    Each value lives under its own key (which starts with the namespace) with a
+    Redis expiry: ``get`` is one ``GET``, ``take`` one ``GETDEL``. ``add``
+    is ``SET NX PX``, in a script that first clears a key holding something
+    offload never writes (another type, or a string without an expiry), so a
+    stray key cannot hold a marker forever. Cached answers are indexed by path,
+    query and tags in the same script that stores them (see
+    :mod:`offload.backends.redis_index`).
 
-    ``<prefix>:answers`` / ``<prefix>:failed``
-        sorted sets of keys scored by expiry (ms): ``stats`` is two ``ZCOUNT``.
-    ``<prefix>:paths``
-        a sorted set with every score 0 and members ``path NUL query NUL key``
-        (canonical, so ASCII): ``expire("/reports/*")`` reads only the members
-        starting with ``/reports/`` (``ZRANGEBYLEX``), then matches path and
-        params exactly with :mod:`offload.keys`.
-    ``<prefix>:entries``
-        a hash of key -> its member in ``paths``, to drop it when the key is
-        replaced or deleted.
+In what follows ``<ns>`` stands for ``<prefix>:<namespace>``.
 
-    Index entries of answers that expired are ignored by ``stats`` and
-    ``expire()`` and swept, a few at a time, by each indexed ``set``.
+Expiry log
+    ``expire()`` first logs its rule: ``HINCRBY <ns>:epoch n`` gives it an
+    epoch, and ``<ns>:expiries`` (a sorted set scored by epoch, members
+    ``<epoch> <unix ms> <rule JSON>``) keeps the last hour of them (see
+    :mod:`offload.backends.expiry_log`). Only then does it remove or rewrite
+    the answers. A job reads the epoch when it starts (``start_job``), and
+    ``finish_job`` stores its answer and reads the entries logged since in
+    one script: usually there are none and the markers go in that same trip;
+    otherwise the answer is dropped or restamped, if an entry selects it,
+    before the markers go. An expiry logged after that check finds the answer
+    in the index.
 
-    ``expire()`` then publishes on ``<prefix>:expired:<db>``: every web process
-    follows that channel from a thread and so knows its generation without a
-    round trip, which lets it keep answers in memory (see
-    :mod:`offload.backends.redis_expiry` and :mod:`offload.local`).
+Channels
+    ``expire()`` publishes on ``<ns>:expired:<db>``, which every web process
+    follows to know its generation without a round trip
+    (:mod:`offload.backends.redis_expiry`); ``finish_job`` publishes the
+    answer's key on ``<ns>:stored:<db>`` for :meth:`RedisCache.watch`. A
+    process follows both through one shared connection
+    (:mod:`offload.backends.redis_pubsub`).
 
 Queue
     See :mod:`offload.backends.redis_queue`.
@@ -41,268 +50,155 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
-import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from offload.backends.base import Cache, IndexEntry
+from offload.backends.base import DEFAULT_NAMESPACE, Cache, ExpiryRule, IndexEntry, Restamp
+from offload.backends.expiry_log import EXPIRY_LOG_SECONDS, first_expiry
+from offload.backends.redis_connection import NOW, RedisConnection, bytes_or_none, live_namespaces, ms, redis
 from offload.backends.redis_expiry import ExpiryListener
-from offload.errors import BackendUnavailable, MissingDependency
-from offload.keys import canonical_path, params_match, path_matcher
-
-try:
-    import redis
-    import redis.asyncio
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-except ImportError as error:  # pragma: no cover - depends on the environment
-    raise MissingDependency(
-        f'the Redis backend needs the redis client: pip install "offload[redis]" ({error})'
-    ) from None
+from offload.backends.redis_index import LIBRARY, Index, member, sha1
+from offload.backends.redis_pubsub import Subscriber
+from offload.backends.redis_queue import RedisQueue
 
 if TYPE_CHECKING:
-    from redis.commands.core import AsyncScript, Script
-
     from offload.backends import Backend
 
 log = logging.getLogger("offload.redis")
 
-#: How long a waiting worker blocks before it looks again for lapsed leases.
-RECHECK = 1.0
 
-#: Connections of the asyncio client of one event loop; more requests at once wait their turn.
-ASYNC_CONNECTIONS = 64
-
-_DEFAULTS = {"socket_connect_timeout": "2", "socket_timeout": "5"}
-
-
-def open_backend(url: str) -> Backend:
+def open_backend(url: str, namespace: str = DEFAULT_NAMESPACE) -> Backend:
     from offload.backends import Backend
-    from offload.backends.redis_queue import RedisQueue
 
     connection = RedisConnection(url)
-    return Backend(url, RedisCache(connection), RedisQueue(connection))
+    return Backend(url, RedisCache(connection, namespace), RedisQueue(connection, namespace))
 
 
-class RedisConnection:
-    """The clients of one URL: one pool for commands, one for blocking reads, one async client per event loop."""
-
-    def __init__(self, url: str) -> None:
-        parts = urlsplit(url)
-        options = dict(parse_qsl(parts.query, keep_blank_values=True))
-        self.prefix = options.pop("prefix", "offload") or "offload"
-        self.socket_timeout = float(options.get("socket_timeout", _DEFAULTS["socket_timeout"]))
-        self.url = urlunsplit(parts._replace(query=urlencode({**_DEFAULTS, **options})))
-        self.display_url = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2], query=""))
-        self.database = str(options.get("db") or parts.path.strip("/") or "0")
-        self._lock = threading.Lock()
-        self._client: redis.Redis | None = None
-        self._blocking: redis.Redis | None = None
-        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, redis.asyncio.Redis] = (
-            weakref.WeakKeyDictionary()
-        )
-        self._scripts: dict[tuple[int, str], Script] = {}
-        self.external = False  # a client of the application's own (see from_client)
-        self._async_scripts: dict[tuple[int, str], AsyncScript] = {}
-
-    @classmethod
-    def from_client(cls, client: redis.Redis, prefix: str = "offload") -> RedisConnection:
-        """Use a client the application already has; offload never closes it."""
-        connection = cls(f"redis://?prefix={prefix}")
-        connection._client = connection._blocking = client
-        connection.external = True
-        return connection
-
-    def key(self, name: str) -> str:
-        return f"{self.prefix}:{name}"
-
-    @property
-    def client(self) -> redis.Redis:
-        """The client for short commands; its pool reconnects by itself after an outage or a fork."""
-        if self._client is None:
-            with self._lock:
-                if self._client is None:
-                    self._client = redis.Redis.from_url(self.url, retry=Retry(NoBackoff(), 0))
-        return self._client
-
-    @property
-    def blocking(self) -> redis.Redis:
-        """A client whose read timeout outlasts one ``XREADGROUP BLOCK``."""
-        if self._blocking is None:
-            with self._lock:
-                if self._blocking is None:
-                    self._blocking = redis.Redis.from_url(
-                        self.url, retry=Retry(NoBackoff(), 0), socket_timeout=self.socket_timeout + RECHECK
-                    )
-        return self._blocking
-
-    def async_client(self) -> redis.asyncio.Redis:
-        """An asyncio client for the running event loop (an asyncio connection belongs to one loop)."""
-        loop = asyncio.get_running_loop()
-        client = self._async.get(loop)
-        if client is None:
-            # A bounded pool that makes a burst of requests wait for a connection (up to the
-            # socket timeout), where redis-py's default pool fails the 101st at once.
-            pool = redis.asyncio.BlockingConnectionPool.from_url(
-                self.url, max_connections=ASYNC_CONNECTIONS, timeout=self.socket_timeout
-            )
-            client = redis.asyncio.Redis(connection_pool=pool, retry=redis.asyncio.retry.Retry(NoBackoff(), 0))
-            client.auto_close_connection_pool = True  # aclose() closes the pool too
-            self._async[loop] = client
-        return client
-
-    async def aclose(self) -> None:
-        """Close the running event loop's connections (before that loop ends)."""
-        client = self._async.pop(asyncio.get_running_loop(), None)
-        if client is not None:
-            self._async_scripts = {k: v for k, v in self._async_scripts.items() if k[0] != id(client)}
-            with contextlib.suppress(redis.RedisError, OSError):
-                await client.aclose()
-
-    def script(self, source: str) -> Script:
-        client = self.client
-        script = self._scripts.get((id(client), source))
-        if script is None:
-            script = self._scripts[(id(client), source)] = client.register_script(source)
-        return script
-
-    def async_script(self, source: str) -> AsyncScript:
-        client = self.async_client()
-        script = self._async_scripts.get((id(client), source))
-        if script is None:
-            script = self._async_scripts[(id(client), source)] = client.register_script(source)
-        return script
-
-    @contextlib.contextmanager
-    def errors(self) -> Iterator[None]:
-        """Turn the client's errors into :class:`BackendUnavailable`."""
-        try:
-            yield
-        except redis.RedisError as error:
-            if _is_nogroup(error):
-                raise
-            raise BackendUnavailable(f"Redis at {self.display_url}: {type(error).__name__}: {error}") from error
-
-    def close(self) -> None:
-        if self.external:
-            return
-        with self._lock:
-            for client in (self._client, self._blocking):
-                if client is not None:
-                    with contextlib.suppress(redis.RedisError, OSError):
-                        client.close()
-            self._client = self._blocking = None
-            self._scripts.clear()
-
-
-def _is_nogroup(error: Exception) -> bool:
-    return isinstance(error, redis.ResponseError) and str(error).startswith("NOGROUP")
-
-
-def _ms(seconds: float) -> int:
-    return max(1, round(seconds * 1000))
-
-
-# -- cache ---------------------------------------------------------------------
-
-_NOW = "local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
-
-# KEYS: key, answers, failed, paths, entries. ARGV: value, ttl ms, "" | "ok" | "failed", member.
-_SET = (
-    _NOW
-    + """
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-local old = redis.call('HGET', KEYS[5], KEYS[1])
-if old and old ~= ARGV[4] then redis.call('ZREM', KEYS[4], old) end
-if ARGV[3] == '' then
-  if old then redis.call('HDEL', KEYS[5], KEYS[1]) end
-  redis.call('ZREM', KEYS[2], KEYS[1])
-  redis.call('ZREM', KEYS[3], KEYS[1])
-  return 1
+# Takes KEYS[1] if free. A key holding what offload never writes (another type, or a string
+# without an expiry) would hold it forever: it is cleared first.
+_ACQUIRE = """
+local function acquire(key, value, ttl)
+  local kind = redis.call('TYPE', key).ok
+  if kind ~= 'none' and (kind ~= 'string' or redis.call('PTTL', key) == -1) then redis.call('DEL', key) end
+  return redis.call('SET', key, value, 'NX', 'PX', ttl) and 1 or 0
 end
-local mine, other = KEYS[2], KEYS[3]
-if ARGV[3] == 'failed' then mine, other = KEYS[3], KEYS[2] end
-redis.call('ZADD', mine, now + tonumber(ARGV[2]), KEYS[1])
-redis.call('ZREM', other, KEYS[1])
-redis.call('ZADD', KEYS[4], 0, ARGV[4])
-redis.call('HSET', KEYS[5], KEYS[1], ARGV[4])
-for _, index in ipairs({KEYS[2], KEYS[3]}) do
-  for _, gone in ipairs(redis.call('ZRANGEBYSCORE', index, '-inf', now, 'LIMIT', 0, 20)) do
-    local member = redis.call('HGET', KEYS[5], gone)
-    if member then
-      redis.call('ZREM', KEYS[4], member)
-      redis.call('HDEL', KEYS[5], gone)
-    end
-    redis.call('ZREM', index, gone)
-  end
-end
-return 1
 """
-)
 
-# KEYS: key, answers, failed. ARGV: ttl ms.
-_TOUCH = (
-    _NOW
+# KEYS: key. ARGV: value, ttl ms.
+_ADD = _ACQUIRE + "return acquire(KEYS[1], ARGV[1], ARGV[2])"
+
+# KEYS: running lock, pending marker, answer, epoch. ARGV: marker, lease ms.
+# Only the lock's taker marks the key running and reads the answer and the epoch.
+_START_JOB = (
+    _ACQUIRE
     + """
-if redis.call('PEXPIRE', KEYS[1], ARGV[1]) == 0 then return 0 end
-redis.call('ZADD', KEYS[2], 'XX', now + tonumber(ARGV[1]), KEYS[1])
-redis.call('ZADD', KEYS[3], 'XX', now + tonumber(ARGV[1]), KEYS[1])
-return 1
-"""
-)
-
-# KEYS: key, answers, failed, paths, entries.
-# KEYS: running lock, pending marker, answer. ARGV: marker, lease (ms).
-# The lock is an atomic add; only its taker marks the key running and reads the answer.
-_START_JOB = """
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {0} end
+if acquire(KEYS[1], ARGV[1], ARGV[2]) == 0 then return {0} end
 redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 local ok, answer = pcall(redis.call, 'GET', KEYS[3])
-if ok and answer then return {1, answer} end
-return {1}
-"""
-
-_DELETE = """
-redis.call('DEL', KEYS[1])
-local member = redis.call('HGET', KEYS[5], KEYS[1])
-if member then
-  redis.call('ZREM', KEYS[4], member)
-  redis.call('HDEL', KEYS[5], KEYS[1])
-end
-redis.call('ZREM', KEYS[2], KEYS[1])
-redis.call('ZREM', KEYS[3], KEYS[1])
-return 1
-"""
-
-# KEYS: answers, failed, paths, entries, key... ARGV: the member each key was found under.
-# Drops the keys still indexed under that member; counts those whose answer had not expired.
-_EXPIRE = (
-    _NOW
-    + """
-local removed = 0
-for i = 5, #KEYS do
-  local key, member = KEYS[i], ARGV[i - 4]
-  if redis.call('HGET', KEYS[4], key) == member then
-    local until_ms = redis.call('ZSCORE', KEYS[1], key) or redis.call('ZSCORE', KEYS[2], key)
-    if until_ms and tonumber(until_ms) > now then
-      removed = removed + redis.call('DEL', key)
-    end
-    redis.call('ZREM', KEYS[3], member)
-    redis.call('HDEL', KEYS[4], key)
-    redis.call('ZREM', KEYS[1], key)
-    redis.call('ZREM', KEYS[2], key)
-  end
-end
-return removed
+return {1, redis.call('HGET', KEYS[4], 'n') or '0', ok and answer}
 """
 )
 
+# KEYS: counter. ARGV: ttl ms. A new counter lives ttl from its first count (a fixed window);
+# one holding something else starts again. (PTTL rather than PEXPIRE NX: Redis 6.2 has no NX.)
+_INCR = """
+local ok, count = pcall(redis.call, 'INCR', KEYS[1])
+if not ok then
+  redis.call('SET', KEYS[1], 1, 'PX', ARGV[1])
+  return 1
+end
+if redis.call('PTTL', KEYS[1]) == -1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return count
+"""
+
+# The cache scripts below start with the index's LIBRARY: KEYS[6] on and ARGV[3] on are their own.
+
+# KEYS: key. ARGV: value, ttl ms, '' | 'ok' | 'failed', member.
+_SET = LIBRARY + "store(KEYS[6], ARGV[3], ARGV[4], ARGV[5], ARGV[6]) return 1"
+
+# KEYS: key.
+_DELETE = LIBRARY + "remove(KEYS[6]) return 1"
+
+# KEYS: key. A value of another type is not offload's: a miss, left where it is.
+_TAKE = (
+    LIBRARY
+    + """
+local ok, value = pcall(redis.call, 'GETDEL', KEYS[6])
+if not ok or not value then return false end
+unindex(KEYS[6])
+return value
+"""
+)
+
+# KEYS: key. ARGV: ttl ms.
+_TOUCH = (
+    LIBRARY
+    + """
+if redis.call('PEXPIRE', KEYS[6], ARGV[3]) == 0 then return 0 end
+redis.call('ZADD', answers, 'XX', now + tonumber(ARGV[3]), KEYS[6])
+redis.call('ZADD', failed, 'XX', now + tonumber(ARGV[3]), KEYS[6])
+return 1
+"""
+)
+
+# KEYS: answer, epoch, log, done... ARGV: 'store' | 'none', value, ttl ms, kind, member, since, channel.
+# Stores the answer, then looks for expiries logged since the job started. None (the usual case):
+# the markers go and {1} is returned. Some: {0, current epoch, base epoch, the entries}, markers kept.
+_FINISH = (
+    LIBRARY
+    + """
+local answer, epoch, log = KEYS[6], KEYS[7], KEYS[8]
+if ARGV[3] == 'store' then
+  store(answer, ARGV[4], ARGV[5], ARGV[6], ARGV[7])
+  local current = redis.call('HGET', epoch, 'n')
+  if ARGV[6] ~= '' and current and tonumber(current) > tonumber(ARGV[8]) then
+    local base = redis.call('HGET', epoch, 'base') or '0'
+    return {0, current, base, redis.call('ZRANGEBYSCORE', log, '(' .. ARGV[8], '+inf')}
+  end
+  redis.call('PUBLISH', ARGV[9], answer)
+end
+for i = 9, #KEYS do remove(KEYS[i]) end
+return {1}
+"""
+)
+
+# KEYS: answer, done... ARGV: 'keep' | 'drop' | 'rewrite', SHA-1 of the value stored, the new value, channel.
+# The rest of a finish that found expiries: the answer goes (or is rewritten) if still the one stored.
+_FINISH_AFTER = (
+    LIBRARY
+    + """
+local ok, value = pcall(redis.call, 'GET', KEYS[6])
+if ARGV[3] ~= 'keep' and ok and value and redis.sha1hex(value) == ARGV[4] then
+  if ARGV[3] == 'drop' then remove(KEYS[6]) else redis.call('SET', KEYS[6], ARGV[5], 'KEEPTTL') end
+end
+redis.call('PUBLISH', ARGV[6], KEYS[6])
+for i = 7, #KEYS do remove(KEYS[i]) end
+return 1
+"""
+)
+
+# KEYS: epoch, log, the set of namespaces. ARGV: the rule as JSON, the namespace, how long entries stay (ms).
+# The first epoch of a namespace is the clock in ms (see offload.backends.expiry_log); the oldest entries go.
+_LOG = (
+    NOW
+    + """
+if redis.call('HEXISTS', KEYS[1], 'n') == 0 then redis.call('HSET', KEYS[1], 'base', now, 'n', now) end
+local epoch = redis.call('HINCRBY', KEYS[1], 'n', 1)
+redis.call('ZADD', KEYS[2], epoch, epoch .. ' ' .. now .. ' ' .. ARGV[1])
+for _ = 1, 100 do
+  local oldest = redis.call('ZRANGE', KEYS[2], 0, 0)[1]
+  local logged = oldest and tonumber(string.match(oldest, '^%d+ (%d+) '))
+  if not oldest or (logged and logged >= now - tonumber(ARGV[3])) then break end
+  redis.call('ZREM', KEYS[2], oldest)
+end
+redis.call('SADD', KEYS[3], ARGV[2])
+return epoch
+"""
+)
 
 # KEYS: answers, failed.
-_COUNT_ANSWERS = (
-    _NOW
+_COUNT = (
+    NOW
     + """
 return {redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf'), redis.call('ZCOUNT', KEYS[2], '(' .. now, '+inf')}
 """
@@ -312,18 +208,20 @@ return {redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf'), redis.call('ZCOUNT', 
 class RedisCache(Cache):
     """Values under their own keys with Redis expiry; answers indexed for ``expire()`` and ``stats``."""
 
-    def __init__(self, connection: RedisConnection) -> None:
+    #: finish_job publishes each stored answer's key; watch() follows that channel.
+    notifies = True
+
+    def __init__(self, connection: RedisConnection, namespace: str = DEFAULT_NAMESPACE) -> None:
         self.redis = connection
-        self._answers = connection.key("answers")
-        self._failed = connection.key("failed")
-        self._paths = connection.key("paths")
-        self._entries = connection.key("entries")
-        self._expiry = ExpiryListener(connection)
+        self.namespace = namespace
+        self.names = connection.names(namespace)
+        self.index = Index(connection, self.names)
+        self._expiry = ExpiryListener(connection, self.names.expired)
 
     @classmethod
-    def from_client(cls, client: redis.Redis) -> RedisCache:
+    def from_client(cls, client: redis.Redis, namespace: str = DEFAULT_NAMESPACE) -> RedisCache:
         """The cache over a ``redis.Redis`` client the application already has (``cache=redis.Redis(...)``)."""
-        return cls(RedisConnection.from_client(client))
+        return cls(RedisConnection.from_client(client), namespace)
 
     def generation(self) -> int | None:
         """Expiries seen through the expiry channel (see :mod:`offload.backends.redis_expiry`).
@@ -334,94 +232,109 @@ class RedisCache(Cache):
             return None
         return self._expiry.generation()
 
-    def _index_keys(self, key: str) -> list[str]:
-        return [key, self._answers, self._failed, self._paths, self._entries]
+    def watch(self, on_stored: Callable[[str], None]) -> Callable[[], None] | None:
+        if self.redis.external:
+            return None
+        return Subscriber.of(self.redis).listen(self.names.stored, _Watch(on_stored))
+
+    # -- values ---------------------------------------------------------------------
 
     def get(self, key: str) -> bytes | None:
         with self.redis.errors(), _foreign_value_is_a_miss(key):
             value: Any = self.redis.client.get(key)
-            return _bytes_or_none(value)
+            return bytes_or_none(value)
         return None
 
     def add(self, key: str, value: bytes, ttl: float) -> bool:
-        with self.redis.errors():
-            return bool(self.redis.client.set(key, value, px=_ms(ttl), nx=True))
+        return bool(self.redis.run(_ADD, [key], [value, ms(ttl)]))
 
     def set(self, key: str, value: bytes, ttl: float, index: IndexEntry | None = None) -> None:
-        with self.redis.errors():
-            self.redis.script(_SET)(self._index_keys(key), self._set_args(key, value, ttl, index))
-
-    @staticmethod
-    def _set_args(key: str, value: bytes, ttl: float, index: IndexEntry | None) -> list[Any]:
-        kind, member = "", b""
-        if index is not None:
-            kind = "failed" if index.failed else "ok"
-            member = _member(index.path, index.query, key)
-        return [value, _ms(ttl), kind, member]
+        self.index.run(_SET, [key], _stored(key, value, ttl, index))
 
     def touch(self, key: str, ttl: float) -> bool:
-        with self.redis.errors():
-            return bool(self.redis.script(_TOUCH)([key, self._answers, self._failed], [_ms(ttl)]))
+        return bool(self.index.run(_TOUCH, [key], [ms(ttl)]))
 
     def delete(self, key: str) -> None:
-        with self.redis.errors():
-            self.redis.script(_DELETE)(self._index_keys(key), [])
+        self.index.run(_DELETE, [key], [])
+
+    def take(self, key: str) -> bytes | None:
+        return bytes_or_none(self.index.run(_TAKE, [key], []))
+
+    def incr(self, key: str, ttl: float) -> int:
+        return int(self.redis.run(_INCR, [key], [ms(ttl)]))
+
+    # -- jobs ------------------------------------------------------------------------
 
     def start_job(
         self, running: str, pending: str, answer: str, marker: bytes, lease: float
-    ) -> tuple[bool, bytes | None]:
-        with self.redis.errors():
-            reply: Any = self.redis.script(_START_JOB)([running, pending, answer], [marker, _ms(lease)])
-        return bool(reply[0]), _bytes_or_none(reply[1]) if len(reply) > 1 else None
+    ) -> tuple[bool, bytes | None, int]:
+        reply: Any = self.redis.run(_START_JOB, [running, pending, answer, self.names.epoch], [marker, ms(lease)])
+        if not reply[0]:
+            return False, None, 0
+        return True, bytes_or_none(reply[2]) if len(reply) > 2 else None, int(reply[1])
 
     def finish_job(
-        self, answer: str, value: bytes | None, ttl: float, index: IndexEntry | None, done: Sequence[str]
-    ) -> None:
-        with self.redis.errors():
-            pipe = self.redis.client.pipeline(transaction=False)  # one round trip, in this order
-            if value is not None:
-                self.redis.script(_SET)(
-                    self._index_keys(answer), self._set_args(answer, value, ttl, index), client=pipe
-                )
-            for key in done:
-                self.redis.script(_DELETE)(self._index_keys(key), [], client=pipe)
-            pipe.execute()
+        self,
+        answer: str,
+        value: bytes | None,
+        ttl: float,
+        index: IndexEntry | None,
+        done: Sequence[str],
+        since: int,
+        restamp: Restamp | None = None,
+    ) -> bool:
+        keys = [answer, self.names.epoch, self.names.log, *done]
+        args = ["none"] if value is None else ["store", *_stored(answer, value, ttl, index)]
+        args += [""] * (5 - len(args)) + [since, self.names.stored]
+        reply: Any = self.index.run(_FINISH, keys, args)
+        if reply[0] or value is None or index is None:
+            return True
+        rule = first_expiry(since, int(reply[1]), int(reply[2]), reply[3], index)
+        action, rewritten = "keep", None
+        if rule is not None:
+            rewritten = restamp(value) if (rule.soft and restamp is not None) else None
+            action = "drop" if rewritten is None else "rewrite"
+        self.index.run(_FINISH_AFTER, [answer, *done], [action, sha1(value), rewritten or b"", self.names.stored])
+        return rule is None
 
-    def expire(self, pattern: str, params: Sequence[tuple[str, str]] = ()) -> int:
-        matches = path_matcher(pattern)
-        literal, wildcard, _ = pattern.partition("*")
-        prefix = canonical_path(literal.encode("utf-8", "surrogateescape")).encode()
-        if not wildcard:
-            prefix += b"\0"  # an exact path: its members start with the path and a NUL
-        low, high = (b"[" + prefix, b"(" + prefix + b"\xff") if prefix else (b"-", b"+")
-        with self.redis.errors():
-            members: Any = self.redis.client.zrangebylex(self._paths, low, high)
-        doomed: list[tuple[str, bytes]] = []
-        for member in members:
-            path, _, rest = member.partition(b"\0")
-            query, _, key = rest.partition(b"\0")
-            if matches(path.decode("ascii", "replace")) and params_match(query.decode("ascii", "replace"), params):
-                doomed.append((key.decode("utf-8", "surrogateescape"), member))
-        removed = 0
-        for start in range(0, len(doomed), 500):
-            batch = doomed[start : start + 500]
-            with self.redis.errors():
-                removed += int(
-                    self.redis.script(_EXPIRE)(
-                        [self._answers, self._failed, self._paths, self._entries, *(key for key, _ in batch)],
-                        [member for _, member in batch],
-                    )
-                )
+    # -- expiry ------------------------------------------------------------------------
+
+    def expire(self, rule: ExpiryRule, restamp: Restamp | None = None) -> int:
+        self.redis.run(
+            _LOG,
+            [self.names.epoch, self.names.log, self.names.namespaces],
+            [rule.encode(), self.namespace, ms(EXPIRY_LOG_SECONDS)],
+        )
+        selected = self.index.selected(rule)
+        touched = self.index.drop(selected) if restamp is None else self.index.rewrite(selected, restamp)
         # Every process drops the answers it keeps in memory; this one at once.
         with self.redis.errors():
-            self.redis.client.publish(self._expiry.channel, b"")
+            self.redis.client.publish(self.names.expired, b"")
         self._expiry.bump()
-        return removed
+        return touched
+
+    def epoch(self) -> int:
+        with self.redis.errors():
+            current: Any = self.redis.client.hget(self.names.epoch, "n")
+        return int(current or 0)
+
+    def expired_since(self, epoch: int, entry: IndexEntry) -> ExpiryRule | None:
+        with self.redis.errors():
+            pipe = self.redis.client.pipeline(transaction=True)  # one round trip, one moment
+            pipe.hmget(self.names.epoch, ["n", "base"])
+            pipe.zrangebyscore(self.names.log, f"({epoch}", "+inf")
+            (current, base), newer = pipe.execute()
+        return first_expiry(epoch, int(current or 0), int(base or 0), newer, entry)
+
+    # -- counts ------------------------------------------------------------------------
 
     def stats(self) -> dict[str, int]:
-        with self.redis.errors():
-            cached, failed = self.redis.script(_COUNT_ANSWERS)([self._answers, self._failed], [])
+        cached, failed = self.redis.run(_COUNT, [self.names.answers, self.names.failed], [])
         return {"cached": int(cached), "failed": int(failed)}
+
+    def namespaces(self) -> list[str]:
+        found = live_namespaces(self.redis, self.names)
+        return sorted(namespace for namespace, (answers, expiries, _) in found.items() if answers or expiries)
 
     def close(self) -> None:
         self._expiry.close()
@@ -434,24 +347,50 @@ class RedisCache(Cache):
             return await asyncio.to_thread(self.get, key)
         with self.redis.errors(), _foreign_value_is_a_miss(key):
             value: Any = await self.redis.async_client().get(key)
-            return _bytes_or_none(value)
+            return bytes_or_none(value)
         return None
 
     async def aadd(self, key: str, value: bytes, ttl: float) -> bool:
         if self.redis.external:
             return await asyncio.to_thread(self.add, key, value, ttl)
-        with self.redis.errors():
-            return bool(await self.redis.async_client().set(key, value, px=_ms(ttl), nx=True))
+        return bool(await self.redis.arun(_ADD, [key], [value, ms(ttl)]))
 
     async def adelete(self, key: str) -> None:
         if self.redis.external:
             return await asyncio.to_thread(self.delete, key)
-        with self.redis.errors():
-            await self.redis.async_script(_DELETE)(self._index_keys(key), [])
+        await self.index.arun(_DELETE, [key], [])
+
+    async def atake(self, key: str) -> bytes | None:
+        if self.redis.external:
+            return await asyncio.to_thread(self.take, key)
+        return bytes_or_none(await self.index.arun(_TAKE, [key], []))
 
     async def aclose(self) -> None:
         """Close the connections of the running event loop; call it before the loop ends."""
         await self.redis.aclose()
+
+
+class _Watch:
+    """A :class:`~offload.backends.redis_pubsub.Listener` that hands stored keys to a watcher."""
+
+    def __init__(self, on_stored: Callable[[str], None]) -> None:
+        self.on_stored = on_stored
+
+    def ready(self) -> None:
+        pass
+
+    def lost(self) -> None:
+        pass
+
+    def message(self, data: bytes) -> None:
+        self.on_stored(data.decode("utf-8", "surrogateescape"))
+
+
+def _stored(key: str, value: bytes, ttl: float, index: IndexEntry | None) -> list[Any]:
+    """The arguments that store a value: value, ttl, kind ('' for a value that is not an answer) and member."""
+    if index is None:
+        return [value, ms(ttl), "", b""]
+    return [value, ms(ttl), "failed" if index.failed else "ok", member(key, index)]
 
 
 @contextlib.contextmanager
@@ -463,18 +402,3 @@ def _foreign_value_is_a_miss(key: str) -> Iterator[None]:
         if not str(error).startswith("WRONGTYPE"):
             raise
         log.warning("ignoring %s: it holds a Redis value of another type, not offload's format", key)
-
-
-def _bytes_or_none(value: Any) -> bytes | None:
-    return None if value is None else bytes(value)
-
-
-def _member(path: str, query: str, key: str) -> bytes:
-    return b"\0".join(
-        [path.encode("ascii", "replace"), query.encode("ascii", "replace"), key.encode("utf-8", "surrogateescape")]
-    )
-
-
-# -- queue -----------------------------------------------------------------------
-
-# The waiting jobs: entries in the stream minus the leases still running.

@@ -1,20 +1,34 @@
-"""The Redis queue: a stream read through one consumer group, with a lease per job.
+"""The Redis queue of a namespace: a stream read through one consumer group, with a lease per job.
 
-A stream ``<prefix>:jobs`` read through the consumer group ``offload``:
-a claimed job is pending in the group until it is acked (``XACK`` +
-``XDEL``). Workers wait with ``XREADGROUP BLOCK``, so a push wakes one at
-once without polling; they also look again every second for leases that
-ran out. A lease is per job and rides on the entry's delivery time: a job is
-taken back (``XAUTOCLAIM``) once idle for :data:`LEASE_HORIZON`, and a
-claim for ``lease`` seconds sets its delivery time (``XCLAIM ... TIME``)
-to ``now + lease - LEASE_HORIZON``, so it comes back exactly ``lease``
-seconds later. ``extend`` does the same for a job this claim still owns;
-``release`` makes it idle for the whole horizon, claimable at once. A claim
-is owned by its consumer name and the entry's delivery count, so a claim
-that lost its job to another worker (or to a later claim of the same
-worker) can no longer extend or ack it. ``push`` with a limit counts the
-waiting jobs (stream length minus leases still running) in the same script
-that adds the job.
+Names are those of :class:`~offload.backends.redis_connection.Names`, all
+``<prefix>:<namespace>:...``, so a worker never sees another namespace's jobs.
+
+``jobs``
+    The stream, read through the consumer group ``offload``: a claimed job
+    is pending in the group until it is acked (``XACK`` + ``XDEL``). Workers
+    wait with ``XREADGROUP BLOCK``, so a push wakes one at once without
+    polling; they also look again every second for leases that ran out.
+``delayed`` / ``held``
+    A job released with a delay waits outside the stream: its id in the
+    sorted set ``delayed`` scored by the time it is due (ms), its key and
+    payload in the hash ``held``. The claim script moves the jobs that are
+    due to the back of the stream, and a waiting worker wakes when the next
+    one is due.
+``dead``
+    Dead letters, a stream of their own (key, payload, error; the entry's id
+    tells when it was buried), trimmed to about :data:`DEAD_LETTERS`.
+
+A lease is per job and rides on the entry's delivery time: a job is taken back
+(``XAUTOCLAIM``) once idle for :data:`LEASE_HORIZON`, and a claim for
+``lease`` seconds sets its delivery time (``XCLAIM ... TIME``) to ``now +
+lease - LEASE_HORIZON``, so it comes back exactly ``lease`` seconds later.
+``extend`` does the same for a job this claim still owns. A claim is owned by
+its consumer name and the entry's delivery count, so a claim that lost its job
+to another worker (or to a later claim of the same worker) can no longer
+extend, ack, release or bury it. ``release`` adds the job again at the back
+and removes the old entry, in one script. ``push`` with a limit counts the
+waiting jobs (stream length minus leases still running, plus delayed jobs) in
+the same script that adds the job. Each operation is one script: one round trip.
 """
 
 from __future__ import annotations
@@ -24,21 +38,18 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Sequence
 from typing import Any
 
-import redis
-
-from offload.backends.base import Claim, Queue
-from offload.backends.redis import _NOW, RECHECK, RedisConnection, _is_nogroup, _ms
+from offload.backends.base import DEFAULT_NAMESPACE, Claim, DeadJob, Queue
+from offload.backends.redis_connection import NOW, RECHECK, RedisConnection, is_nogroup, live_namespaces, ms, redis
 from offload.errors import BackendUnavailable, QueueFull
 
 #: A lease longer than this is cut to it; a job read by a worker that died
 #: before it could record its lease also comes back after this long.
 LEASE_HORIZON = 3600.0
 
-GROUP = "offload"
-
+#: About how many dead letters a namespace keeps: the oldest go first.
+DEAD_LETTERS = 10_000
 
 _WAITING = """
 local function running(stream, group, horizon)
@@ -47,36 +58,50 @@ local function running(stream, group, horizon)
   local lapsed = redis.call('XPENDING', stream, group, 'IDLE', horizon, '-', '+', summary[1])
   return summary[1] - #lapsed
 end
+local function field(fields, name)
+  for i = 1, #fields - 1, 2 do if fields[i] == name then return fields[i + 1] end end
+  return nil
+end
 """
 
-# KEYS: stream. ARGV: group, horizon ms, limit or "", key, payload.
+# KEYS: stream, delayed, namespaces. ARGV: group, horizon ms, limit or "", key, payload, namespace.
 _PUSH = (
     _WAITING
     + """
 if ARGV[3] ~= '' then
-  local busy = running(KEYS[1], ARGV[1], ARGV[2])
-  if redis.call('XLEN', KEYS[1]) - busy >= tonumber(ARGV[3]) then return 0 end
+  local waiting = redis.call('XLEN', KEYS[1]) - running(KEYS[1], ARGV[1], ARGV[2]) + redis.call('ZCARD', KEYS[2])
+  if waiting >= tonumber(ARGV[3]) then return 0 end
 end
 redis.call('XADD', KEYS[1], '*', 'k', ARGV[4], 'p', ARGV[5])
+redis.call('SADD', KEYS[3], ARGV[6])
 return 1
 """
 )
 
-# KEYS: stream. ARGV: group, horizon ms.
+# KEYS: stream, delayed, dead. ARGV: group, horizon ms.
 _STATS = (
     _WAITING
     + """
 local busy = running(KEYS[1], ARGV[1], ARGV[2])
-return {redis.call('XLEN', KEYS[1]) - busy, busy}
+local dead = redis.call('TYPE', KEYS[3]).ok == 'stream' and redis.call('XLEN', KEYS[3]) or 0
+return {redis.call('XLEN', KEYS[1]) - busy + redis.call('ZCARD', KEYS[2]), busy, dead}
 """
 )
 
-# KEYS: stream. ARGV: group, consumer, lease ms, horizon ms.
-# Takes back a job whose lease ran out, else reads a new one; either way records its lease.
+# KEYS: stream, delayed, held. ARGV: group, consumer, lease ms, horizon ms.
+# Moves the delayed jobs that are due to the back of the stream; takes back a job whose lease ran
+# out, else reads a new one, and records its lease. Without a job: the ms until the next delayed one is due, or -1.
 _CLAIM = (
-    _NOW
+    NOW
+    + _WAITING
     + """
 local stream, group, consumer = KEYS[1], ARGV[1], ARGV[2]
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 100)) do
+  local job = redis.call('HMGET', KEYS[3], id .. ':k', id .. ':p')
+  if job[1] and job[2] then redis.call('XADD', stream, '*', 'k', job[1], 'p', job[2]) end
+  redis.call('HDEL', KEYS[3], id .. ':k', id .. ':p')
+  redis.call('ZREM', KEYS[2], id)
+end
 local entry, count
 local cursor = '0-0'
 repeat
@@ -88,7 +113,10 @@ if entry then
   count = redis.call('XPENDING', stream, group, entry[1], entry[1], 1)[1][4]
 else
   local read = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', 1, 'STREAMS', stream, '>')
-  if not read then return false end
+  if not read then
+    local due = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')[2]
+    return due and math.max(1, tonumber(due) - now) or -1
+  end
   entry = read[1][2][1]
   count = 1
 end
@@ -98,40 +126,80 @@ return {entry[1], entry[2], count}
 """
 )
 
-# Whether the claim (consumer, delivery count) still owns the job. KEYS: stream. ARGV: group, consumer, count, id.
+# Whether the claim (consumer, delivery count) still owns the job. KEYS[1]: stream. ARGV: group, consumer, count, id.
 _OWNED = """
 local held = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[4], ARGV[4], 1)[1]
-local owned = held ~= nil and held[2] == ARGV[2] and held[4] == tonumber(ARGV[3])
+if not (held ~= nil and held[2] == ARGV[2] and held[4] == tonumber(ARGV[3])) then return 0 end
 """
 
 # ARGV[5]: lease ms, ARGV[6]: horizon ms.
 _EXTEND = (
-    _NOW
+    NOW
     + _OWNED
     + """
-if not owned then return 0 end
 local until_ms = now + tonumber(ARGV[5]) - tonumber(ARGV[6])
 redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[4], 'TIME', until_ms, 'JUSTID')
 return 1
 """
 )
 
-_ACK = (
-    _OWNED
-    + """
-if not owned then return 0 end
+# Takes the owned entry out of the stream.
+_REMOVE = """
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[4])
 redis.call('XDEL', KEYS[1], ARGV[4])
+"""
+
+# The owned entry's fields, a flat list of names and values (empty if the entry was deleted).
+_FIELDS = """
+local entry = redis.call('XRANGE', KEYS[1], ARGV[4], ARGV[4])[1]
+local fields = entry and entry[2] or {}
+"""
+
+_ACK = _OWNED + _REMOVE + "return 1"
+
+# KEYS: stream, delayed, held. ARGV[5]: delay ms. The job goes to the back: at once, or once due.
+_RELEASE = (
+    NOW
+    + _WAITING
+    + _OWNED
+    + _FIELDS
+    + _REMOVE
+    + """
+if #fields == 0 then return 1 end
+if tonumber(ARGV[5]) <= 0 then
+  redis.call('XADD', KEYS[1], '*', unpack(fields))
+else
+  redis.call('HSET', KEYS[3], ARGV[4] .. ':k', field(fields, 'k') or '', ARGV[4] .. ':p', field(fields, 'p') or '')
+  redis.call('ZADD', KEYS[2], now + tonumber(ARGV[5]), ARGV[4])
+end
 return 1
 """
 )
 
-# Idle for the whole horizon: claimable at once. The new delivery count disowns the old claim.
-_RELEASE = (
-    _OWNED
+# KEYS: stream, dead. ARGV[5]: the error, ARGV[6]: how many dead letters to keep (about).
+_BURY = (
+    _WAITING
+    + _OWNED
+    + _FIELDS
+    + _REMOVE
     + """
-if not owned then return 0 end
-redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[4], 'IDLE', ARGV[5], 'RETRYCOUNT', held[4] + 1, 'JUSTID')
+local key, payload = field(fields, 'k') or '', field(fields, 'p') or ''
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'k', key, 'p', payload, 'e', ARGV[5])
+return 1
+"""
+)
+
+# KEYS: dead, stream, namespaces. ARGV: the dead letter's id, the namespace.
+# An id that is no stream id names no dead letter.
+_REVIVE = (
+    _WAITING
+    + """
+local ok, found = pcall(redis.call, 'XRANGE', KEYS[1], ARGV[1], ARGV[1])
+if not ok or not found[1] then return 0 end
+local fields = found[1][2]
+redis.call('XADD', KEYS[2], '*', 'k', field(fields, 'k') or '', 'p', field(fields, 'p') or '')
+redis.call('XDEL', KEYS[1], ARGV[1])
+redis.call('SADD', KEYS[3], ARGV[2])
 return 1
 """
 )
@@ -147,10 +215,12 @@ return 1
 class RedisQueue(Queue):
     """A stream read through one consumer group; leases ride on delivery times (see the module docstring)."""
 
-    def __init__(self, connection: RedisConnection) -> None:
+    def __init__(self, connection: RedisConnection, namespace: str = DEFAULT_NAMESPACE) -> None:
         self.redis = connection
-        self.stream = connection.key("jobs")
-        self._horizon = _ms(LEASE_HORIZON)
+        self.namespace = namespace
+        self.names = connection.names(namespace)
+        self.stream = self.names.jobs
+        self._horizon = ms(LEASE_HORIZON)
         self._consumer = ("", 0)  # (name, pid): a forked process is another consumer
 
     @property
@@ -161,43 +231,49 @@ class RedisQueue(Queue):
             self._consumer = (name, os.getpid())
         return name
 
-    def _run(self, source: str, args: Sequence[Any]) -> Any:
+    def _run(self, source: str, keys: list[Any], args: list[Any]) -> Any:
         """Run a queue script, creating the consumer group if the stream has none (first use, or data lost)."""
         with self.redis.errors():
             try:
-                return self.redis.script(source)([self.stream], [GROUP, *args])
+                return self.redis.script(source)(keys, [self.names.group, *args])
             except redis.ResponseError as error:
-                if not _is_nogroup(error):
+                if not is_nogroup(error):
                     raise
             self._create_group()
-            return self.redis.script(source)([self.stream], [GROUP, *args])
+            return self.redis.script(source)(keys, [self.names.group, *args])
 
     def _create_group(self) -> None:
         try:
-            self.redis.client.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
+            self.redis.client.xgroup_create(self.stream, self.names.group, id="0", mkstream=True)
         except redis.ResponseError as error:
             if "BUSYGROUP" not in str(error):
                 raise
 
     def _lease_ms(self, lease: float) -> int:
-        return min(_ms(lease), self._horizon)
+        return min(ms(lease), self._horizon)
+
+    def _push_args(self, key: str, payload: bytes, limit: int | None) -> tuple[list[Any], list[Any]]:
+        keys = [self.stream, self.names.delayed, self.names.namespaces]
+        return keys, [self._horizon, "" if limit is None else limit, key, payload, self.namespace]
 
     def push(self, key: str, payload: bytes, limit: int | None = None) -> None:
-        if not self._run(_PUSH, [self._horizon, "" if limit is None else limit, key, payload]):
+        if not self._run(_PUSH, *self._push_args(key, payload, limit)):
             raise QueueFull()
 
     def claim(self, lease: float, wait: float) -> Claim | None:
         deadline = time.monotonic() + wait
         consumer = self.consumer
+        keys = [self.stream, self.names.delayed, self.names.held]
         while True:
-            found = self._run(_CLAIM, [consumer, self._lease_ms(lease), self._horizon])
-            if found:
+            found = self._run(_CLAIM, keys, [consumer, self._lease_ms(lease), self._horizon])
+            if isinstance(found, list):
                 job_id, fields, count = found
                 return self._claim(job_id, fields, consumer, int(count))
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
-            claim = self._wait(consumer, min(remaining, RECHECK), lease)
+            due = int(found) / 1000 if int(found) > 0 else RECHECK
+            claim = self._wait(consumer, min(remaining, RECHECK, due), lease)
             if claim is not None:
                 return claim
 
@@ -206,10 +282,10 @@ class RedisQueue(Queue):
         with self.redis.errors():
             try:
                 read: Any = self.redis.blocking.xreadgroup(
-                    GROUP, consumer, {self.stream: ">"}, count=1, block=_ms(seconds)
+                    self.names.group, consumer, {self.stream: ">"}, count=1, block=ms(seconds)
                 )
             except redis.ResponseError as error:
-                if not _is_nogroup(error):
+                if not is_nogroup(error):
                     raise
                 self._create_group()
                 return None
@@ -223,7 +299,7 @@ class RedisQueue(Queue):
     @staticmethod
     def _claim(job_id: bytes, fields: Any, consumer: str, count: int) -> Claim:
         if not isinstance(fields, dict):  # a script returns a flat list of names and values
-            fields = dict(zip(fields[::2], fields[1::2], strict=True))
+            fields = dict(zip(fields[::2], fields[1::2], strict=False))
         # An entry offload did not write may lack either field: the worker then
         # drops it as a job not in offload's format, instead of failing here.
         key, payload = fields.get(b"k", b""), fields.get(b"p", b"")
@@ -234,34 +310,61 @@ class RedisQueue(Queue):
         return [consumer, count, claim.job_id]
 
     def extend(self, claim: Claim, lease: float) -> bool:
-        return bool(self._run(_EXTEND, [*self._owner_args(claim), self._lease_ms(lease), self._horizon]))
+        args = [*self._owner_args(claim), self._lease_ms(lease), self._horizon]
+        return bool(self._run(_EXTEND, [self.stream], args))
 
     def ack(self, claim: Claim) -> None:
-        self._run(_ACK, self._owner_args(claim))
+        self._run(_ACK, [self.stream], self._owner_args(claim))
 
-    def release(self, claim: Claim) -> None:
-        self._run(_RELEASE, [*self._owner_args(claim), self._horizon])
+    def release(self, claim: Claim, delay: float = 0.0) -> None:
+        keys = [self.stream, self.names.delayed, self.names.held]
+        self._run(_RELEASE, keys, [*self._owner_args(claim), ms(delay) if delay > 0 else 0])
+
+    def bury(self, claim: Claim, error: str) -> None:
+        self._run(_BURY, [self.stream, self.names.dead], [*self._owner_args(claim), error, DEAD_LETTERS])
+
+    def dead(self, limit: int = 100) -> list[DeadJob]:
+        with self.redis.errors(), contextlib.suppress(redis.ResponseError):  # not a stream: no dead letters
+            found: Any = self.redis.client.xrevrange(self.names.dead, count=limit)
+            return [_dead_job(job_id, fields) for job_id, fields in found]
+        return []
+
+    def revive(self, job_id: str) -> bool:
+        keys = [self.names.dead, self.stream, self.names.namespaces]
+        return bool(self.redis.run(_REVIVE, keys, [job_id, self.namespace]))
 
     def stats(self) -> dict[str, int]:
-        queued, running = self._run(_STATS, [self._horizon])
-        return {"queued": int(queued), "running": int(running)}
+        queued, running, dead = self._run(_STATS, [self.stream, self.names.delayed, self.names.dead], [self._horizon])
+        return {"queued": int(queued), "running": int(running), "dead": int(dead)}
+
+    def namespaces(self) -> list[str]:
+        return sorted(namespace for namespace, (_, _, jobs) in live_namespaces(self.redis, self.names).items() if jobs)
 
     def close(self) -> None:
         name, pid = self._consumer
         if name and pid == os.getpid():
             with contextlib.suppress(BackendUnavailable):
-                self._run(_FORGET_CONSUMER, [name])
+                self._run(_FORGET_CONSUMER, [self.stream], [name])
         self.redis.close()
 
     async def apush(self, key: str, payload: bytes, limit: int | None = None) -> None:
         """The coroutine twin of :meth:`push`, for the ASGI middleware."""
-        script = self.redis.async_script(_PUSH)
-        args: list[Any] = [GROUP, self._horizon, "" if limit is None else limit, key, payload]
-        with self.redis.errors():
-            pushed = await script([self.stream], args)
-        if not pushed:
+        keys, args = self._push_args(key, payload, limit)
+        if not await self.redis.arun(_PUSH, keys, [self.names.group, *args]):
             raise QueueFull()
 
     async def aclose(self) -> None:
         """Close the connections of the running event loop; call it before the loop ends."""
         await self.redis.aclose()
+
+
+def _dead_job(job_id: bytes, fields: dict[bytes, bytes]) -> DeadJob:
+    """A dead letter as the stream holds it: its id tells when it was buried (Unix ms)."""
+    text = job_id.decode()
+    return DeadJob(
+        text,
+        fields.get(b"k", b"").decode("utf-8", "surrogateescape"),
+        fields.get(b"p", b""),
+        fields.get(b"e", b"").decode("utf-8", "replace"),
+        int(text.partition("-")[0]) / 1000,
+    )

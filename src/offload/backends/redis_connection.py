@@ -1,0 +1,301 @@
+"""What the Redis cache, queue and channels share: the connection of one URL, the names of a namespace, helpers.
+
+:mod:`offload.backends.redis` (the cache), :mod:`offload.backends.redis_queue`
+(the queue) and :mod:`offload.backends.redis_pubsub` (the channels) import
+this module and nothing of each other's, so there is no import cycle.
+Connections fail fast (2 s to connect, 5 s per reply, no silent retries), so
+an outage is a :class:`~offload.errors.BackendUnavailable` at once, never a
+hung request; redis-py's own URL options (``?socket_timeout=10``) override
+these. ``?prefix=name`` (default ``offload``) is the outer prefix of every
+name offload gives a key or a channel (see :class:`Names`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import weakref
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from offload.backends.base import check_namespace
+from offload.errors import BackendUnavailable, ConfigurationError, MissingDependency
+
+try:
+    import redis
+    import redis.asyncio
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+except ImportError as error:  # pragma: no cover - depends on the environment
+    raise MissingDependency(
+        f'the Redis backend needs the redis client: pip install "offload[redis]" ({error})'
+    ) from None
+
+if TYPE_CHECKING:
+    from redis.commands.core import AsyncScript, Script
+
+__all__ = [
+    "NOW",
+    "RECHECK",
+    "Names",
+    "NoBackoff",
+    "RedisConnection",
+    "Retry",
+    "bytes_or_none",
+    "is_nogroup",
+    "live_namespaces",
+    "ms",
+    "redis",
+]
+
+#: How long a waiting worker blocks before it looks again for lapsed leases and due jobs.
+RECHECK = 1.0
+
+#: Connections of the asyncio client of one event loop; more requests at once wait their turn.
+ASYNC_CONNECTIONS = 64
+
+#: Lua that sets ``now`` to the server's clock in milliseconds: every process of a deployment agrees on it.
+NOW = "local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+
+_DEFAULTS = {"socket_connect_timeout": "2", "socket_timeout": "5"}
+
+
+class Names:
+    """Every Redis key and channel offload uses for one namespace, named here and nowhere else.
+
+    Keys handed to the cache already start with the namespace; everything
+    offload keeps beside them is ``<prefix>:<namespace>:<what>``. Channels
+    carry the database number, since Redis pub/sub ignores databases. Should
+    Redis Cluster hash tags be added, :attr:`base` is the one spot to change.
+    """
+
+    #: The consumer group every worker of a namespace reads the stream through.
+    group = "offload"
+
+    def __init__(self, prefix: str, namespace: str, database: str) -> None:
+        self.prefix, self.namespace, self.database = prefix, check_namespace(namespace), database
+        base = f"{prefix}:{namespace}"
+        #: The namespaces that hold something: one set per prefix, maintained on write.
+        self.namespaces = f"{prefix}:namespaces"
+        # The cache's index of answers (see offload.backends.redis).
+        self.answers = f"{base}:answers"
+        self.failed = f"{base}:failed"
+        self.paths = f"{base}:paths"
+        self.entries = f"{base}:entries"
+        #: ``tag_prefix + tag`` is the set of the answers carrying that tag (Lua builds them the same way).
+        self.tag_prefix = f"{base}:tag:".encode()
+        # The expiry log.
+        self.epoch = f"{base}:epoch"
+        self.log = f"{base}:expiries"
+        # The queue (see offload.backends.redis_queue).
+        self.jobs = f"{base}:jobs"
+        self.delayed = f"{base}:delayed"
+        self.held = f"{base}:held"
+        self.dead = f"{base}:dead"
+        # Channels.
+        self.expired = f"{base}:expired:{database}"
+        self.stored = f"{base}:stored:{database}"
+
+    def tag(self, tag: str) -> bytes:
+        """The set of the answers carrying ``tag``."""
+        return self.tag_prefix + tag.encode("utf-8", "surrogatepass")
+
+    def of(self, namespace: str) -> Names:
+        """The names of another namespace under the same prefix and database."""
+        return Names(self.prefix, namespace, self.database)
+
+    @staticmethod
+    def wake(prefix: str, token: str) -> str:
+        """The private channel that wakes one process's subscriber thread (see :mod:`offload.backends.redis_pubsub`)."""
+        return f"{prefix}:wake:{token}"
+
+
+class RedisConnection:
+    """The clients of one URL: one pool for commands, one for blocking reads, one async client per event loop."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        options = dict(parse_qsl(parts.query, keep_blank_values=True))
+        self.prefix = options.pop("prefix", "offload") or "offload"
+        self.socket_timeout = float(options.get("socket_timeout", _DEFAULTS["socket_timeout"]))
+        self.url = urlunsplit(parts._replace(query=urlencode({**_DEFAULTS, **options})))
+        self.display_url = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2], query=""))
+        self.database = str(options.get("db") or parts.path.strip("/") or "0")
+        self._lock = threading.Lock()
+        self._client: redis.Redis | None = None
+        self._blocking: redis.Redis | None = None
+        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, redis.asyncio.Redis] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._scripts: dict[tuple[int, str], Script] = {}
+        self.external = False  # a client of the application's own (see from_client)
+        self._async_scripts: dict[tuple[int, str], AsyncScript] = {}
+
+    @classmethod
+    def from_client(cls, client: redis.Redis, prefix: str = "offload") -> RedisConnection:
+        """Use a client the application already has; offload never closes it."""
+        connection = cls(f"redis://?prefix={prefix}")
+        connection._client = connection._blocking = client
+        connection.external = True
+        pool = getattr(client, "connection_pool", None)
+        connection.database = str(getattr(pool, "connection_kwargs", {}).get("db", 0))  # names its channels
+        return connection
+
+    def names(self, namespace: str) -> Names:
+        return Names(self.prefix, namespace, self.database)
+
+    @property
+    def client(self) -> redis.Redis:
+        """The client for short commands; its pool reconnects by itself after an outage or a fork."""
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = redis.Redis.from_url(self.url, retry=Retry(NoBackoff(), 0))
+        return self._client
+
+    @property
+    def blocking(self) -> redis.Redis:
+        """A client whose read timeout outlasts one ``XREADGROUP BLOCK``."""
+        if self._blocking is None:
+            with self._lock:
+                if self._blocking is None:
+                    self._blocking = redis.Redis.from_url(
+                        self.url, retry=Retry(NoBackoff(), 0), socket_timeout=self.socket_timeout + RECHECK
+                    )
+        return self._blocking
+
+    def async_client(self) -> redis.asyncio.Redis:
+        """An asyncio client for the running event loop (an asyncio connection belongs to one loop)."""
+        loop = asyncio.get_running_loop()
+        client = self._async.get(loop)
+        if client is None:
+            # A bounded pool that makes a burst of requests wait for a connection (up to the
+            # socket timeout), where redis-py's default pool fails the 101st at once.
+            pool = redis.asyncio.BlockingConnectionPool.from_url(
+                self.url, max_connections=ASYNC_CONNECTIONS, timeout=self.socket_timeout
+            )
+            client = redis.asyncio.Redis(connection_pool=pool, retry=redis.asyncio.retry.Retry(NoBackoff(), 0))
+            client.auto_close_connection_pool = True  # aclose() closes the pool too
+            self._async[loop] = client
+        return client
+
+    async def aclose(self) -> None:
+        """Close the running event loop's connections (before that loop ends)."""
+        client = self._async.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            self._async_scripts = {k: v for k, v in self._async_scripts.items() if k[0] != id(client)}
+            with contextlib.suppress(redis.RedisError, OSError):
+                await client.aclose()
+
+    def script(self, source: str) -> Script:
+        client = self.client
+        script = self._scripts.get((id(client), source))
+        if script is None:
+            script = self._scripts[(id(client), source)] = client.register_script(source)
+        return script
+
+    def async_script(self, source: str) -> AsyncScript:
+        client = self.async_client()
+        script = self._async_scripts.get((id(client), source))
+        if script is None:
+            script = self._async_scripts[(id(client), source)] = client.register_script(source)
+        return script
+
+    def run(self, source: str, keys: list[Any], args: list[Any]) -> Any:
+        """Run a Lua script (one round trip: ``EVALSHA``, or ``EVAL`` the first time), errors as outages."""
+        with self.errors():
+            return self.script(source)(keys, args)
+
+    async def arun(self, source: str, keys: list[Any], args: list[Any]) -> Any:
+        """:meth:`run` on the running event loop's client."""
+        with self.errors():
+            return await self.async_script(source)(keys, args)
+
+    @contextlib.contextmanager
+    def errors(self) -> Iterator[None]:
+        """Turn the client's errors into :class:`BackendUnavailable` (a missing consumer group excepted)."""
+        try:
+            yield
+        except redis.RedisError as error:
+            if is_nogroup(error):
+                raise
+            raise BackendUnavailable(f"Redis at {self.display_url}: {type(error).__name__}: {error}") from error
+
+    def close(self) -> None:
+        if self.external:
+            return
+        with self._lock:
+            for client in (self._client, self._blocking):
+                if client is not None:
+                    with contextlib.suppress(redis.RedisError, OSError):
+                        client.close()
+            self._client = self._blocking = None
+            self._scripts.clear()
+
+
+def is_nogroup(error: Exception) -> bool:
+    """Whether Redis refused a stream command because the consumer group does not exist (yet)."""
+    return isinstance(error, redis.ResponseError) and str(error).startswith("NOGROUP")
+
+
+def ms(seconds: float) -> int:
+    """Seconds as the whole milliseconds Redis takes, at least one."""
+    return max(1, round(seconds * 1000))
+
+
+def bytes_or_none(value: Any) -> bytes | None:
+    """A reply as bytes, or None for a nil reply."""
+    return None if value is None else bytes(value)
+
+
+# KEYS: for each namespace, in this order: answers, failed, epoch, jobs, delayed, dead; then the set of namespaces.
+# ARGV: the namespaces. Returns per namespace whether it has live answers, logged expiries and jobs;
+# forgets the namespaces that have none of them (a writer adds its namespace back in the same script as its write).
+_NAMESPACES = (
+    NOW
+    + """
+local set, found = KEYS[#KEYS], {}
+for i, namespace in ipairs(ARGV) do
+  local k = (i - 1) * 6
+  local answers = redis.call('ZCOUNT', KEYS[k + 1], '(' .. now, '+inf')
+  answers = answers + redis.call('ZCOUNT', KEYS[k + 2], '(' .. now, '+inf')
+  local expiries = redis.call('EXISTS', KEYS[k + 3])
+  local jobs = redis.call('ZCARD', KEYS[k + 5])
+  for _, stream in ipairs({KEYS[k + 4], KEYS[k + 6]}) do
+    if redis.call('TYPE', stream).ok == 'stream' then jobs = jobs + redis.call('XLEN', stream) end
+  end
+  if answers + expiries + jobs == 0 then redis.call('SREM', set, namespace) end
+  found[i] = {answers > 0 and 1 or 0, expiries, jobs > 0 and 1 or 0}
+end
+return found
+"""
+)
+
+
+def _valid(namespace: str) -> bool:
+    try:
+        check_namespace(namespace)
+    except ConfigurationError:
+        return False  # not written by offload
+    return True
+
+
+def live_namespaces(connection: RedisConnection, names: Names) -> dict[str, tuple[bool, bool, bool]]:
+    """Each namespace of ``names``'s prefix that holds something: (live answers, logged expiries, jobs)."""
+    with connection.errors():
+        members: Any = connection.client.smembers(names.namespaces)
+    namespaces = sorted(name for name in (member.decode("ascii", "replace") for member in members) if _valid(name))
+    keys: list[str] = []
+    for namespace in namespaces:
+        other = names.of(namespace)
+        keys += [other.answers, other.failed, other.epoch, other.jobs, other.delayed, other.dead]
+    if not namespaces:
+        return {}
+    found: Any = connection.run(_NAMESPACES, [*keys, names.namespaces], list(namespaces))
+    return {
+        namespace: (bool(answers), bool(expiries), bool(jobs))
+        for namespace, (answers, expiries, jobs) in zip(namespaces, found, strict=True)
+        if answers or expiries or jobs
+    }
