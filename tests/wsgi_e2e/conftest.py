@@ -31,8 +31,8 @@ ROOT = Path(__file__).resolve().parents[2]
 PLAIN = "tests.wsgi_e2e.apps.plain:application"
 T = TypeVar("T")
 
-#: Headers the HTTP server adds around the app's own: not part of the app's answer.
-SERVER_HEADERS = frozenset({"server", "date", "connection", "transfer-encoding", "keep-alive"})
+#: Headers the HTTP server (and offload, on the way out: Age, Cache-Status) adds around the app's own.
+SERVER_HEADERS = frozenset({"server", "date", "connection", "transfer-encoding", "keep-alive", "age", "cache-status"})
 
 
 def wait_for(condition: Callable[[], T | None], timeout: float = 60.0, what: str = "the condition") -> T:
@@ -196,10 +196,15 @@ class Stack:
         )
 
     def status(self) -> dict[str, int]:
+        """``offload status --json``: the counts of every namespace of the store, added up."""
         done = self.cli("status", "--json", "--url", self.db_url)
         assert done.returncode == 0, done.stderr
-        counts: dict[str, int] = json.loads(done.stdout)
-        return counts
+        namespaces: dict[str, dict[str, int]] = json.loads(done.stdout)
+        totals = {"queued": 0, "running": 0, "dead": 0, "cached": 0, "failed": 0}
+        for counts in namespaces.values():
+            for name, value in counts.items():
+                totals[name] = totals.get(name, 0) + value
+        return totals
 
     def idle(self) -> bool:
         """Whether no job is queued or running."""

@@ -6,20 +6,24 @@ import pytest
 
 from tests.wsgi_e2e.conftest import PLAIN, Stack
 
+#: The namespace the plain app of the end-to-end tests gets (offload.namespaces): its module and name.
+NAMESPACE = "tests-wsgi_e2e-apps-plain-bare"
+
 
 def test_status_counts_queued_cached_and_failed(stack: Stack) -> None:
     server = stack.serve(workers=0)
     for target in ("/hello?s=1", "/hello?s=2", "/boom"):
         assert server.get(target).status == 202
-    assert stack.status() == {"queued": 3, "running": 0, "cached": 0, "failed": 0}
+    assert stack.status() == {"queued": 3, "running": 0, "dead": 0, "cached": 0, "failed": 0}
 
     drained = stack.cli("worker", PLAIN, "--url", stack.db_url, "--burst")
     assert drained.returncode == 0, drained.stderr
-    assert stack.status() == {"queued": 0, "running": 0, "cached": 2, "failed": 1}
+    assert stack.status() == {"queued": 0, "running": 0, "dead": 0, "cached": 2, "failed": 1}
 
     text = stack.cli("status", "--url", stack.db_url)
     assert text.returncode == 0, text.stderr
     lines = dict(line.split(None, 1) for line in text.stdout.splitlines())
+    assert lines["namespace"] == NAMESPACE, "one namespace: the plain app's, derived from the app itself"
     assert {name: lines[name] for name in ("queued", "running", "cached", "failed")} == {
         "queued": "0",
         "running": "0",

@@ -15,7 +15,7 @@ THREADS_PER_CLIENT = 8
 
 def test_concurrent_misses_from_many_processes_run_the_handler_once(stack: Stack) -> None:
     server = stack.serve(workers=2, web_processes=3)
-    target = "/slow?s=1&race=1"
+    target = "/slow?race=1&s=1"
     start_at = time.time() + 3  # every client process is up and waiting by then
     command = [sys.executable, "-m", "tests.wsgi_e2e.burst_client", str(server.port), target]
     command += [str(start_at), str(THREADS_PER_CLIENT)]
@@ -40,7 +40,7 @@ def test_concurrent_misses_from_many_processes_run_the_handler_once(stack: Stack
     assert 202 in statuses
 
     hit = server.poll(target)
-    assert (hit.status, hit.body) == (200, b"GET /slow?s=1&race=1")
+    assert (hit.status, hit.body) == (200, b"GET /slow?race=1&s=1")
     wait_for(stack.idle, what="the queue to be empty")
     assert len(stack.events(target=target)) == 1, "N concurrent misses ran the handler exactly once"
     jobs_ever = stack.sql("SELECT seq FROM sqlite_sequence WHERE name = 'offload_jobs'")
