@@ -37,7 +37,7 @@ def test_jobs_with_equal_tokens_both_keep_their_lease(redis_url: str) -> None:
         middleware(environ, lambda status, headers, exc_info=None: None)
     queue = middleware.offloader.queue
     assert isinstance(queue, RedisQueue)
-    other = RedisQueue(queue.redis)  # another consumer takes both jobs once and hands them back
+    other = RedisQueue(queue.redis, queue.namespace)  # another consumer takes both jobs once and hands them back
     other._consumer = ("other-worker", 0)
     taken = [other.claim(30, 1), other.claim(30, 1)]
     for claim in taken:

@@ -70,7 +70,6 @@ def test_backend_down_and_back(server: Server) -> None:
         "finish job": lambda: cache.finish_job("answer", b"v", 60, IndexEntry("/page", ""), ("pending",), 0),
         "cache stats": cache.stats,
         "cache namespaces": cache.namespaces,
-        "incr": lambda: cache.incr("counter", 60),
     }
     if queue is not None and claim is not None:
         operations |= queue_operations(queue, claim)

@@ -72,8 +72,8 @@ def create_app(stack: dict[str, str]) -> tuple[Flask, Any]:
         with count_file(name).open("ab") as counter:
             counter.write(b"ran\n")
         response = Response(BODY + name.encode(), mimetype="application/octet-stream")
-        response.headers.add("Set-Cookie", "a=1")
-        response.headers.add("Set-Cookie", "b=2")
+        response.headers.add("Link", "</a>; rel=a")
+        response.headers.add("Link", "</b>; rel=b")
         return response
 
     cache, queue, celery_app = build(stack)

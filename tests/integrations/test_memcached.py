@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from offload.adapters import DjangoCache, adapt_cache, adapt_queue
-from offload.backends import IndexEntry, open_backend
+from offload.backends import ExpiryRule, IndexEntry, open_backend
 from offload.backends.memcached import MemcachedCache
 from offload.errors import BackendUnavailable, ConfigurationError
 from tests.integrations import flask_app
@@ -45,9 +45,9 @@ def test_index_keeps_every_answer_of_concurrent_writers(memcached: MemcachedServ
     for thread in threads:
         thread.join(60)
     assert caches[0].stats() == {"cached": 8 * 24, "failed": 8}
-    assert caches[0].expire("/r/3/*") == 25
+    assert caches[0].expire(ExpiryRule("/r/3/*")) == 25
     assert caches[0].get("offload:r:3-7") is None
-    assert caches[0].expire("/r/*", [("a", "1")]) == 7 * 25
+    assert caches[0].expire(ExpiryRule("/r/*", (("a", "1"),))) == 7 * 25
     assert caches[0].stats() == {"cached": 0, "failed": 0}
     for cache in caches:
         cache.close()
@@ -138,6 +138,6 @@ def test_django_cache_adds_atomically_but_cannot_expire() -> None:
     assert cache.add("offload:p:k", b"two", 30) is False
     assert cache.get("offload:p:k") == b"one"
     with pytest.raises(ConfigurationError, match="redis://"):
-        cache.expire("/reports/*")
+        cache.expire(ExpiryRule("/reports/*"))
     with pytest.raises(ConfigurationError, match="cannot list"):
         cache.stats()

@@ -88,7 +88,7 @@ async def asgi_app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
     if scope["type"] != "http":
         raise ValueError(f"this app serves http only, not {scope['type']}")  # no lifespan: that is allowed
     raw = scope.get("raw_path")
-    path = (unquote_to_bytes(raw) if raw else scope["path"].encode("utf-8", "surrogateescape")).decode("latin-1")
+    path = (unquote_to_bytes(raw) if raw else scope["path"].encode("utf-8", "surrogatepass")).decode("latin-1")
     query = bytes(scope.get("query_string", b""))
     start = {"type": "http.response.start", "status": 200}
     from_app = (FROM_APP[0].encode(), FROM_APP[1].encode())
