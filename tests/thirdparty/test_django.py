@@ -15,7 +15,7 @@ no other header. The export form and the visit counter set a fresh cookie
 tests.
 
 Request headers at replay: Django needs ``Host`` (checked against
-``ALLOWED_HOSTS``: a replay without it would be a 400), ``Accept-Language``
+``ALLOWED_HOSTS``: any other host is answered 400), ``Accept-Language``
 for the greeting and ``Cookie`` for sessions and CSRF; offload replays all
 three, and ``Host`` plus ``Accept-Language`` requests are answered
 identically by the bare site and by the replay.
@@ -144,6 +144,16 @@ def test_a_cookie_set_for_one_anonymous_client_is_never_given_to_another(
 ) -> None:
     """``{% csrf_token %}`` and a session write set a cookie for each new client: CSRF token, session id."""
     assert_no_shared_cookie(offloaded.server, target, HOST, cookie)
+
+
+def test_a_refused_host_does_not_poison_the_page_for_others(bare: Site, offloaded: Site) -> None:
+    """Django answers 400 to a ``Host`` outside ``ALLOWED_HOSTS``: that 400 must not become everyone's answer."""
+    target = "/report?year=2023"
+    forged = [("Host", "evil.test")]
+    refused = offloaded.server.poll(target, forged)
+    assert_same_answer(bare.server.get(target, forged), refused)
+    assert refused.status == 400, refused.describe()
+    assert_same_answer(bare.server.get(target, HOST), offloaded.server.poll(target, HOST))
 
 
 def test_a_private_answer_is_not_served_to_another_anonymous_client(offloaded: Site) -> None:

@@ -16,14 +16,17 @@ differ too:
   7), so those four bytes are zeroed on both sides before comparing; the rest
   of the body is compared byte for byte.
 
-Request headers at replay: offload stores the request headers for the worker
-except hop-by-hop ones, those asking for part of an answer (``Range``,
-``If-None-Match``...) and ``Accept-Encoding`` (replayed only if in ``vary``).
-httpbin echoes request headers in ``/get``, ``/headers``, ``/anything``,
-``/gzip``...: observed, a ``Host``-only request is echoed identically by both
-sides, while an ``Accept-Encoding`` sent by the client (http.client sends
-``identity`` by default, turned off here) is echoed by the bare app and not
-by the replay. So every comparison sends ``Host`` alone.
+Request headers at replay: httpbin echoes request headers in ``/get``,
+``/headers``, ``/anything``, ``/gzip``... Observed, with one request carrying
+``Accept``, ``Accept-Encoding``, ``Accept-Language``, ``Authorization``,
+``Cookie``, ``Host``, ``If-None-Match``, ``Range`` and ``User-Agent``: the
+replay echoes ``Accept``, ``Accept-Language``, ``Authorization``, ``Cookie``,
+``Host`` and ``User-Agent``, the bare app all of them; offload leaves out
+``Accept-Encoding`` (unless in ``vary``), ``Range`` and ``If-None-Match``
+on purpose, so ``/range/10`` with ``Range`` is a 206 from the bare app and a
+whole 200 through offload. The comparisons therefore send ``Host`` alone
+(http.client's default ``Accept-Encoding: identity`` is turned off), and
+both sides echo it identically.
 
 The isolation tests below describe what offload must guarantee with this app:
 a forged ``Host`` must not reach another client's ``Location``, and a custom
