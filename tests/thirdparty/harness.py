@@ -114,7 +114,8 @@ class Server:
             answer = self.get(target, headers)
             return None if answer.status == 202 else answer
 
-        return wait_for(answered, timeout, f"GET {target} on {self.name} to stop answering 202")
+        where = f"GET {target} on {self.name} to stop answering 202 (the servers' and workers' logs: {self.log.parent})"
+        return wait_for(answered, timeout, where)
 
     def output(self) -> str:
         return self.log.read_text("utf-8", "replace")
