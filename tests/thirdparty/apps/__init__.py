@@ -1,0 +1,1 @@
+"""Third-party apps wrapped in offload, for the servers and workers of tests/thirdparty."""
