@@ -48,6 +48,7 @@ class Spec:
     start_at: float = 0.0
     stop_new_at: float = 0.0  # poll mode: take no new path after this time (0: take them all)
     deadline: float = 0.0
+    host: str = "offload-chaos.test"
 
 
 @dataclass
@@ -168,7 +169,10 @@ class Poller:
 async def main_async(spec: Spec) -> Tally:
     # Idle connections are dropped before gunicorn's 2 s keep-alive timeout closes them.
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64, keepalive_expiry=1.0)
-    async with httpx.AsyncClient(limits=limits, trust_env=False) as client:
+    # One site behind several web processes: every request names the same Host, as behind a load
+    # balancer, since the Host a client asks for is part of each answer's key.
+    headers = {"Host": spec.host}
+    async with httpx.AsyncClient(limits=limits, trust_env=False, headers=headers) as client:
         return await Poller(spec, client).run()
 
 

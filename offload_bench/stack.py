@@ -202,11 +202,15 @@ class Stack:
         )
 
     def status(self) -> dict[str, int] | None:
+        """The counts of ``offload status``, every namespace of the store added up."""
         done = self.cli("status", "--json", "--url", self.url)
         if done.returncode != 0:
             return None
-        result: dict[str, int] = json.loads(done.stdout)
-        return result
+        totals = {"queued": 0, "running": 0, "dead": 0, "cached": 0, "failed": 0}
+        for counts in json.loads(done.stdout).values():
+            for name, value in counts.items():
+                totals[name] = totals.get(name, 0) + value
+        return totals
 
     # -- what happened -----------------------------------------------------------------
 
