@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
@@ -80,8 +81,11 @@ class ASGIMiddleware(Middleware[ASGIApp]):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = scope.get("method", "GET")
         if scope["type"] != "http" or (method != "GET" and method != "HEAD") or scope.get(REPLAY_KEY):
+            if self.offloader.events.listeners and scope["type"] == "http" and not scope.get(REPLAY_KEY):
+                self.offloader.events.emit("pass", reason="method", path=scope.get("path", ""))
             await self.app(scope, receive, send)
             return
+        started = time.perf_counter()
         if self._inline.threads:  # none unless memory:// or asked for; the check costs a system call
             self._inline.ensure_started()
         headers = joined_headers(scope)
@@ -100,9 +104,11 @@ class ASGIMiddleware(Middleware[ASGIApp]):
         if response is None:
             incoming = incoming_from_scope(scope, method, headers, inputs, conditions or NO_CONDITIONS)
             response = await self.offloader.decide_async(incoming, self._calls)
-            if response is None:
-                await self.app(scope, receive, send)
-                return
+        if self.offloader.events.listeners:
+            self.offloader.told(response, scope.get("path", ""), started)
+        if response is None:
+            await self.app(scope, receive, send)
+            return
         await send_response(send, response, with_body=method != "HEAD")
 
 

@@ -30,6 +30,7 @@ from offload import freshness
 from offload.backends import DEFAULT_NAMESPACE, Backend, Cache, ExpiryRule, Queue, open_backend, resolve_url
 from offload.delivery import NO_CONDITIONS, Conditions, deliver, status_of, with_status
 from offload.errors import BackendUnavailable, ConfigurationError, CorruptRecord, QueueFull
+from offload.events import Events
 from offload.freshness import FRESH
 from offload.keys import Target, normalize_params, request_key, variant_key
 from offload.local import KeyMemo, LocalTier
@@ -84,6 +85,16 @@ def _unchanged(answer: CachedResponse, status: str) -> CachedResponse:
     return answer
 
 
+def _told(answer: CachedResponse, outcome: str) -> CachedResponse:
+    """One of offload's own answers, marked with the outcome the ``request`` event reports."""
+    answer.memo["outcome"] = outcome
+    return answer
+
+
+def _path(request: StoredRequest) -> str:
+    return request.target.full_path.decode("latin-1")
+
+
 def keys_of(request: StoredRequest) -> tuple[str, str]:
     """The primary key and the key of a stored request, computed again from what it holds.
 
@@ -130,17 +141,26 @@ class Offloader:
         self._running_prefix = f"{prefix}:l:"
         self._attempts_prefix = f"{prefix}:a:"
         s = self.settings
+        self.events = Events()
         status = with_status if s.cache_status else _unchanged
         #: The 202s, by the Cache-Status ``fwd`` they say and whether the job was queued already.
         self.accepted = {
-            (fwd, collapsed): status(own_answer(202, s.retry_after), status_of(fwd, collapsed))
+            (fwd, collapsed): _told(
+                status(own_answer(202, s.retry_after), status_of(fwd, collapsed)), "collapsed" if collapsed else "miss"
+            )
             for fwd in ("uri-miss", "vary-miss", "stale")
             for collapsed in (False, True)
         }
-        self.queue_full = status(own_answer(503, s.retry_after), status_of("uri-miss", detail="queue-full"))
-        self.unavailable = status(own_answer(503, s.retry_after), status_of("uri-miss", detail="backend-unavailable"))
-        self.uri_too_long = status(own_answer(414, body=b"Request-URI too long\n"), status_of("bypass"))
-        self.headers_too_large = status(own_answer(431, body=b"Request headers too large\n"), status_of("bypass"))
+        full = status(own_answer(503, s.retry_after), status_of("uri-miss", detail="queue-full"))
+        down = status(own_answer(503, s.retry_after), status_of("uri-miss", detail="backend-unavailable"))
+        self.queue_full = _told(full, "refused")
+        self.unavailable = _told(down, "outage")
+        self.uri_too_long = _told(
+            status(own_answer(414, body=b"Request-URI too long\n"), status_of("bypass")), "bypass"
+        )
+        self.headers_too_large = _told(
+            status(own_answer(431, body=b"Request headers too large\n"), status_of("bypass")), "bypass"
+        )
         self.random = random.Random()  # early refresh draws from it; tests seed it
         self._last_outage_log = 0.0
         self._last_full_log = 0.0
@@ -289,6 +309,8 @@ class Offloader:
             won = yield ("add", self._pending_prefix + key, marker, self.settings.pending_ttl)
             if won:
                 yield ("push", key, request.encode(), self.settings.max_queued)
+                if self.events.listeners:
+                    self.events.emit("job.queued", key=key, path=_path(request), refresh=True)
         except (RequestTooLarge, QueueFull, BackendUnavailable):
             pass  # the stale answer is served; the next request tries again
         return None
@@ -321,6 +343,8 @@ class Offloader:
             with contextlib.suppress(BackendUnavailable):  # else the marker expires by itself
                 yield ("delete", pending)
             raise
+        if self.events.listeners:
+            self.events.emit("job.queued", key=key, path=_path(request), refresh=False)
         return self.accepted[fwd, False]
 
     def _stored_request(self, incoming: Incoming, key: str, primary: str, learned: tuple[str, ...]) -> StoredRequest:
@@ -367,6 +391,14 @@ class Offloader:
             action = "passing requests to the app" if self.settings.passthrough_on_error else "answering 503"
             log.error("offload backend unavailable (%s): %s until it is back", error, action)
         return None if self.settings.passthrough_on_error else self.unavailable
+
+    def told(self, response: CachedResponse | None, path: str, started: float) -> None:
+        """Emit the ``request`` event for an answer a middleware gives (None: the app answers by itself)."""
+        if response is None:
+            self.events.emit("pass", reason="outage", path=path)
+            return
+        outcome = response.memo.get("outcome", "hit")
+        self.events.emit("request", outcome=outcome, path=path, seconds=time.perf_counter() - started)
 
     def kept(self, inputs: tuple[Any, ...], conditions: Conditions = NO_CONDITIONS) -> CachedResponse | None:
         """The answer this process keeps for a request it has seen, if fresh: a hit without I/O.

@@ -71,9 +71,12 @@ def deliver(
         if cache_status:
             extra.append(("Cache-Status", _hit(answer, now, found)))
         delivered = dataclasses.replace(answer, headers=(*answer.headers, *extra))
+        delivered.memo["outcome"] = "stale" if found.stale else "hit"
         memo["delivered"] = (second, key, delivered)
     if conditions != NO_CONDITIONS and 200 <= answer.status < 300 and not_modified(answer, conditions):
-        return _not_modified(delivered)
+        not_modified_answer = _not_modified(delivered)
+        not_modified_answer.memo["outcome"] = "not-modified"
+        return not_modified_answer
     return delivered
 
 

@@ -218,6 +218,7 @@ class Worker:
         if starts > self.settings.max_deliveries:
             self._bury(job, starts)
             return
+        self._emit("job.started", request, attempt=starts)
         response = self._run_with_retries(request)
         if response is None:  # stopped during a retry: hand the job back
             self._release(claim, running)
@@ -234,11 +235,14 @@ class Worker:
         if request is None:  # pragma: no cover - set before any outcome exists
             return
         try:
-            self._store(request, response, job.epoch)
+            shared = self._store(request, response, job.epoch)
             self.offloader.queue.ack(claim)
             self.jobs_done += 1
             self._store_failures.pop(request.key, None)
+            waited = time.time() - request.enqueued
+            self._emit("job.stored", request, status=response.status, shared=shared, waited=waited)
         except BackendUnavailable as error:
+            self._emit("job.store_failed", request, error=str(error))
             failures = self._store_failures[request.key] = self._store_failures.get(request.key, 0) + 1
             delay = min(60.0, self.settings.retry_backoff * 2 ** (failures - 1))
             log.error(
@@ -251,14 +255,15 @@ class Worker:
                 self.offloader.cache.delete(self.offloader.running_key(request.key))
             self._release(claim, delay=delay)
 
-    def _store(self, request: StoredRequest, response: CachedResponse, epoch: int) -> None:
+    def _store(self, request: StoredRequest, response: CachedResponse, epoch: int) -> bool:
         """Store an answer where and for as long as it may be kept, then drop the job's markers.
 
         Whether it is shared and under which key is :mod:`offload.storable`'s
         decision, how long it lives :mod:`offload.freshness`'s. A failure does
         not replace a good answer that may still be served if a refresh fails
         (``stale_if_error``): that answer is kept, marked so that no refresh is
-        queued again before ``error_ttl``.
+        queued again before ``error_ttl``. Returns whether the answer is
+        shared (False for one meant for its client only, or none stored).
         """
         offloader, settings, cache = self.offloader, self.settings, self.offloader.cache
         target = request.target
@@ -267,7 +272,7 @@ class Worker:
         now = time.time()
         if response.failed and self._keep_good_copy(request, now):
             cache.finish_job(offloader.response_key(key), None, 0, None, done, epoch)
-            return
+            return True
         # offload's own failures say no-store to proxies, yet every poller of the key must get them
         verdict = judge(response, request, settings) if response.from_app else Verdict()
         if verdict.learn and not response.failed:
@@ -278,7 +283,7 @@ class Worker:
                 # answer. Its next request is keyed on that header and queues a job that has it.
                 log.info("%s varies on %s: learned; computing it again with them", _describe(request), verdict.learn)
                 cache.finish_job(offloader.response_key(key), None, 0, None, done, epoch)
-                return
+                return False
             key = variant_key(request.primary, [(name, request.header(name)) for name in learned])
         if response.failed:
             life = freshness.Lifetimes(settings.error_ttl, 0.0, 0.0)
@@ -290,7 +295,7 @@ class Worker:
             log.debug("%s is kept for one delivery only: %s", _describe(request), reason)
             stored = dataclasses.replace(response, private=True, expires=response.created + settings.private_ttl)
             cache.finish_job(offloader.response_key(key), stored.encode(), settings.private_ttl, None, done, epoch)
-            return
+            return False
         stored = dataclasses.replace(
             response,
             headers=freshness.with_validator(response) if settings.etags and not response.failed else response.headers,
@@ -302,6 +307,7 @@ class Worker:
         index = IndexEntry(path, target.query.decode("latin-1"), failed=response.failed, tags=response.tags)
         kept = max(1.0, stored.expires + max(life.stale, life.stale_if_error) - now)
         cache.finish_job(offloader.response_key(key), stored.encode(), kept, index, done, epoch, freshness.mark_stale)
+        return True
 
     def _keep_good_copy(self, request: StoredRequest, now: float) -> bool:
         """After a failed refresh: keep the stored answer if it may still be served, marked as cooling down."""
@@ -338,9 +344,11 @@ class Worker:
                     response = self.replay(request, settings.max_body)
             except BodyTooLarge as error:
                 log.error("%s: %s; storing a 502 for %ss", _describe(request), error, settings.error_ttl)
+                self._emit("job.failed", request, attempt=attempt, status=502, error=str(error))
                 return self._failure(502, f"offload: the answer exceeds max_body ({error.limit} bytes)\n")
-            except Exception:
+            except Exception as error:
                 log.exception("%s failed (attempt %d of %d)", _describe(request), attempt, settings.max_attempts)
+                self._emit("job.failed", request, attempt=attempt, status=500, error=f"{type(error).__name__}: {error}")
                 failure = None
             else:
                 invalid = [name for name, value in response.headers if not is_valid_header(name, value)]
@@ -354,10 +362,14 @@ class Worker:
                     response, headers=headers, created=started, duration=duration, tags=(*labels, *tagged)
                 )
                 if not is_failure(response, settings):
+                    self._emit("job.succeeded", request, attempt=attempt, status=response.status, seconds=duration)
                     return response
+                self._emit("job.failed", request, attempt=attempt, status=response.status, seconds=duration)
                 failure = dataclasses.replace(response, failed=True)
-            if attempt < settings.max_attempts and self.aborting.wait(settings.retry_backoff * 2 ** (attempt - 1)):
-                return None
+            if attempt < settings.max_attempts:
+                self._emit("job.retried", request, attempt=attempt)
+                if self.aborting.wait(settings.retry_backoff * 2 ** (attempt - 1)):
+                    return None
         if failure is not None:  # the app's own failure page, kept for error_ttl
             return failure
         return self._failure(500, f"offload: the job failed {settings.max_attempts} times\n")
@@ -376,6 +388,7 @@ class Worker:
             "its answer could not be stored" if store_failed else "its worker stopped each time"
         )
         log.error("%s: %s; keeping it as a dead letter", _describe(request), reason)
+        self._emit("job.dead_lettered", request, error=reason, attempt=starts)
         failure = self._failure(502 if store_failed else 500, f"offload: the job was {reason}\n")
         try:
             self._store(request, failure, job.epoch)
@@ -408,6 +421,8 @@ class Worker:
             try:
                 if not offloader.queue.extend(claim, lease):
                     log.warning("job %s lost its lease; another worker may run it", claim.job_id)
+                    if job.request is not None:
+                        self._emit("job.lease_lost", job.request)
                 offloader.cache.touch(offloader.running_key(claim.key), lease)
                 offloader.cache.touch(offloader.pending_key(claim.key), lease)
             except BackendUnavailable as error:
@@ -425,6 +440,8 @@ class Worker:
         what = _describe(request) if request is not None else f"job {job.claim.job_id}"
         log.error("%s ran past job_timeout=%ss: storing a 504", what, self.settings.job_timeout)
         if request is not None:
+            self._emit("job.timed_out", request, seconds=time.monotonic() - job.started)
+        if request is not None:
             self._conclude(job, self._failure(504, f"offload: the job ran past {self.settings.job_timeout}s\n"))
         else:
             self._release(job.claim)
@@ -434,6 +451,11 @@ class Worker:
             self.stop()
         elif not self.stopping.is_set():
             self._start_thread()
+
+    def _emit(self, name: str, request: StoredRequest, **fields: Any) -> None:
+        events = self.offloader.events
+        if events.listeners:
+            events.emit(name, key=request.key, path=request.target.full_path.decode("latin-1"), **fields)
 
     def _ack(self, claim: Claim) -> None:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -48,7 +49,10 @@ class WSGIMiddleware(Middleware["WSGIApplication"]):
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "GET")
         if (method != "GET" and method != "HEAD") or environ.get(REPLAY_KEY):
+            if self.offloader.events.listeners and not environ.get(REPLAY_KEY):
+                self.offloader.events.emit("pass", reason="method", path=environ.get("PATH_INFO", ""))
             return self.app(environ, start_response)
+        started = time.perf_counter()
         if self._inline.threads:  # none unless memory:// or asked for; the check costs a system call
             self._inline.ensure_started()
         inputs = (
@@ -65,8 +69,10 @@ class WSGIMiddleware(Middleware["WSGIApplication"]):
         response = self.offloader.kept(inputs, conditions)
         if response is None:
             response = self.offloader.decide_sync(incoming_from_environ(environ, method, inputs, conditions))
-            if response is None:
-                return self.app(environ, start_response)
+        if self.offloader.events.listeners:
+            self.offloader.told(response, environ.get("PATH_INFO", ""), started)
+        if response is None:
+            return self.app(environ, start_response)
         start_response(response.status_line, list(response.headers))
         return [] if method == "HEAD" else [response.body]
 
