@@ -19,7 +19,7 @@ from functools import cached_property
 from typing import Any
 
 from offload.core import OPERATIONS, Incoming, Offloader, Operation
-from offload.delivery import NO_CONDITIONS, Conditions
+from offload.delivery import NO_CONDITIONS, Conditions, status_of
 from offload.errors import BackendUnavailable, QueueFull
 from offload.keys import Target, canonical_query, parse_query, target_from_url
 from offload.middleware import Middleware
@@ -80,10 +80,13 @@ class ASGIMiddleware(Middleware[ASGIApp]):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = scope.get("method", "GET")
-        if scope["type"] != "http" or (method != "GET" and method != "HEAD") or scope.get(REPLAY_KEY):
-            if self.offloader.events.listeners and scope["type"] == "http" and not scope.get(REPLAY_KEY):
-                self.offloader.events.emit("pass", reason="method", path=scope.get("path", ""))
+        if scope["type"] != "http" or scope.get(REPLAY_KEY):
             await self.app(scope, receive, send)
+            return
+        if method != "GET" and method != "HEAD":
+            if self.offloader.events.listeners:
+                self.offloader.events.emit("pass", reason="method", path=scope.get("path", ""))
+            await self.app(scope, receive, self._passing(send, "method"))
             return
         started = time.perf_counter()
         if self._inline.threads:  # none unless memory:// or asked for; the check costs a system call
@@ -107,9 +110,22 @@ class ASGIMiddleware(Middleware[ASGIApp]):
         if self.offloader.events.listeners:
             self.offloader.told(response, scope.get("path", ""), started)
         if response is None:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, self._passing(send, "bypass"))
             return
         await send_response(send, response, with_body=method != "HEAD")
+
+    def _passing(self, send: Send, fwd: str) -> Send:
+        """``send`` adding ``Cache-Status: offload; fwd=...`` to what the app answers by itself."""
+        if not self.offloader.settings.cache_status:
+            return send
+        value = (b"cache-status", status_of(fwd).encode("ascii"))
+
+        async def sending(message: Message) -> None:
+            if message.get("type") == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), value]}
+            await send(message)
+
+        return sending
 
 
 class BackendCalls:

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import click
 
-from offload.backends import DEFAULT_NAMESPACE, Cache, ExpiryRule, Queue, open_backend, resolve_url
+from offload.backends import DEFAULT_NAMESPACE, Cache, Queue, open_backend, resolve_url
 from offload.errors import OffloadError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -235,6 +235,8 @@ def serve(
     "--param", "-p", "params", multiple=True, metavar="KEY=VALUE", help="Only answers whose query has KEY=VALUE."
 )
 @click.option("--tag", "-t", default=None, help="Only answers the app tagged with TAG (exactly).")
+@click.option("--soft", is_flag=True, help="Mark the answers stale instead of dropping them (served while refreshed).")
+@click.option("--refresh", is_flag=True, help="Queue a refresh of each answer at once (re-render on purge).")
 @url_option
 @click.option("--cache", "cache_url", envvar="OFFLOAD_CACHE_URL", default=None, help="Cache URL, if not --url's.")
 @namespace_option
@@ -242,6 +244,8 @@ def expire(
     path: str | None,
     params: tuple[str, ...],
     tag: str | None,
+    soft: bool,
+    refresh: bool,
     url: str | None,
     cache_url: str | None,
     namespace: str | None,
@@ -258,9 +262,8 @@ def expire(
         pairs.append((name, value))
     if path is None and tag is None:
         raise click.UsageError("name a PATH, a --tag, or both")
-    from offload.keys import normalize_params
-
-    rule = ExpiryRule(path, normalize_params(pairs), tag)
+    from offload.core import Offloader
+    from offload.settings import Settings
 
     def run() -> int:
         namespaces = [namespace] if namespace else store_namespaces(url, cache_url, None)
@@ -269,10 +272,14 @@ def expire(
             cache = open_cache(url, cache_url, name)
             if cache is None:
                 raise click.ClickException(f"{_display_url(url)} has no cache: name one with --cache")
+            queue = open_queue(url, None, name) if refresh else None
+            offloader = Offloader(url=url, cache=cache, queue=queue, settings=Settings(namespace=name))
             try:
-                count += cache.expire(rule)
+                count += offloader.expire(path, pairs, tag=tag, soft=soft, refresh=refresh)
             finally:
                 cache.close()
+                if queue is not None:
+                    queue.close()
         return count
 
     count = _backend_call(run)

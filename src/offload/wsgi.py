@@ -8,7 +8,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from offload.core import Incoming
-from offload.delivery import NO_CONDITIONS, Conditions
+from offload.delivery import NO_CONDITIONS, Conditions, status_of
 from offload.keys import Target, canonical_query, parse_query
 from offload.middleware import Middleware
 from offload.replay import REPLAY_KEY, environ_key
@@ -48,10 +48,12 @@ class WSGIMiddleware(Middleware["WSGIApplication"]):
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "GET")
-        if (method != "GET" and method != "HEAD") or environ.get(REPLAY_KEY):
-            if self.offloader.events.listeners and not environ.get(REPLAY_KEY):
-                self.offloader.events.emit("pass", reason="method", path=environ.get("PATH_INFO", ""))
+        if environ.get(REPLAY_KEY):
             return self.app(environ, start_response)
+        if method != "GET" and method != "HEAD":
+            if self.offloader.events.listeners:
+                self.offloader.events.emit("pass", reason="method", path=environ.get("PATH_INFO", ""))
+            return self.app(environ, self._passing(start_response, "method"))
         started = time.perf_counter()
         if self._inline.threads:  # none unless memory:// or asked for; the check costs a system call
             self._inline.ensure_started()
@@ -72,9 +74,20 @@ class WSGIMiddleware(Middleware["WSGIApplication"]):
         if self.offloader.events.listeners:
             self.offloader.told(response, environ.get("PATH_INFO", ""), started)
         if response is None:
-            return self.app(environ, start_response)
+            return self.app(environ, self._passing(start_response, "bypass"))
         start_response(response.status_line, list(response.headers))
         return [] if method == "HEAD" else [response.body]
+
+    def _passing(self, start_response: StartResponse, fwd: str) -> StartResponse:
+        """``start_response`` adding ``Cache-Status: offload; fwd=...`` to what the app answers by itself."""
+        if not self.offloader.settings.cache_status:
+            return start_response
+        value = status_of(fwd)
+
+        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            return start_response(status, [*headers, ("Cache-Status", value)], exc_info)
+
+        return start
 
 
 def incoming_from_environ(
