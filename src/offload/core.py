@@ -256,7 +256,7 @@ class Offloader:
                 look = freshness.look(found, now, self.settings.early_refresh, self.random.random)
                 if look.serve:
                     if look.refresh:
-                        yield from self._refresh(incoming, key, primary, learned)
+                        yield from self._refresh(incoming, key, primary, learned, found.created)
                     return deliver(found, now, look, incoming.conditions, self.settings.cache_status)
                 fwd = "stale"
             try:
@@ -301,16 +301,29 @@ class Offloader:
                 return found
         return None
 
-    def _refresh(self, incoming: Incoming, key: str, primary: str, learned: tuple[str, ...]) -> Decision:
-        """Queue one refresh of an answer that is served meanwhile; a full queue or an outage only skips it."""
+    def _refresh(self, incoming: Incoming, key: str, primary: str, learned: tuple[str, ...], served: float) -> Decision:
+        """Queue one refresh of an answer (created at ``served``) that is served meanwhile.
+
+        A full queue or an outage only skips it: the next request tries again.
+        """
+        pending = self._pending_prefix + key
         try:
             request = self._stored_request(incoming, key, primary, learned)
             marker = PendingMarker("queued", time.time()).encode()
-            won = yield ("add", self._pending_prefix + key, marker, self.settings.pending_ttl)
-            if won:
-                yield ("push", key, request.encode(), self.settings.max_queued)
-                if self.events.listeners:
-                    self.events.emit("job.queued", key=key, path=_path(request), refresh=True)
+            won = yield ("add", pending, marker, self.settings.pending_ttl)
+            if not won:
+                return None
+            # The refresh that made the marker may have stored its answer and dropped the marker
+            # since this request read the answer it serves: then there is nothing left to refresh.
+            data = yield ("get", self._response_prefix + key)
+            with contextlib.suppress(CorruptRecord):
+                found = decode_stored(data) if data is not None else None
+                if isinstance(found, CachedResponse) and found.created > served and time.time() < found.expires:
+                    yield ("delete", pending)
+                    return None
+            yield ("push", key, request.encode(), self.settings.max_queued)
+            if self.events.listeners:
+                self.events.emit("job.queued", key=key, path=_path(request), refresh=True)
         except (RequestTooLarge, QueueFull, BackendUnavailable):
             pass  # the stale answer is served; the next request tries again
         return None

@@ -18,8 +18,10 @@ Two pure steps, one on each side of the cache:
 
 A URL's life: *cold* (nothing stored: 202 while its job runs), *fresh*
 (served), *stale* (served while one refresh runs, within ``stale``), *failed*
-(the refresh failed: the last good answer is served within
-``stale_if_error``, with no new refresh before a cooldown), then cold again.
+(a refresh failed: the last good answer is served within ``stale_if_error``,
+and a new refresh is queued once each cooldown, ``error_ttl``, has passed),
+then cold again. Without ``stale``, a stale answer is not served until a
+refresh has failed: clients get 202 while the first refresh runs.
 """
 
 from __future__ import annotations
@@ -96,6 +98,7 @@ EARLY = Found(True, True)
 REVALIDATING = Found(True, True, "stale-while-revalidate")
 COOLING_DOWN = Found(True, False, "stale-while-revalidate")
 ON_ERROR = Found(True, False, "stale-if-error")
+RETRYING = Found(True, True, "stale-if-error")
 EXPIRED = Found(False, True)
 
 
@@ -118,8 +121,8 @@ def look(answer: CachedResponse, now: float, beta: float = 0.0, random: Callable
     cooling = answer.retry_at > now  # a refresh failed a moment ago: none again before retry_at
     if past < answer.stale:
         return COOLING_DOWN if cooling else REVALIDATING
-    if cooling and past < answer.stale_if_error:
-        return ON_ERROR
+    if answer.retry_at and past < answer.stale_if_error:  # a refresh failed: the good copy, and a retry later
+        return ON_ERROR if cooling else RETRYING
     return EXPIRED
 
 

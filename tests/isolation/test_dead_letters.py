@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from tests.isolation.conftest import Site
+from tests.deployments import Site
 
 
 def test_a_job_that_kills_its_worker_becomes_a_dead_letter(site: Site, run: str) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from tests.isolation.conftest import Site, wait_for
+from tests.deployments import Site, wait_for
 
 
 def test_hosts_never_share_an_answer(site: Site, run: str) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.isolation.conftest import BACKENDS, PROTOCOLS, Site, backend_url, serving
+from tests.deployments import BACKENDS, PROTOCOLS, Site, backend_url, serving
 
 
 @pytest.fixture(scope="module", params=[(p, b) for p in PROTOCOLS for b in BACKENDS], ids=lambda p: f"{p[0]}-{p[1]}")
@@ -22,8 +22,12 @@ def two_sites(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
     protocol, backend = request.param
     directory = tmp_path_factory.mktemp(f"namespaces-{protocol}-{backend}")
     with backend_url(request, backend, directory) as url, contextlib.ExitStack() as stack:
-        shop = stack.enter_context(serving(Site(protocol, backend, url, directory), f"{protocol}_app"))
-        blog = stack.enter_context(serving(Site(protocol, backend, url, directory), f"other_{protocol}_app"))
+        shop = stack.enter_context(
+            serving(Site(protocol, backend, url, directory), f"tests.isolation.site:{protocol}_app")
+        )
+        blog = stack.enter_context(
+            serving(Site(protocol, backend, url, directory), f"tests.isolation.site:other_{protocol}_app")
+        )
         yield shop, blog
 
 

@@ -1,0 +1,208 @@
+"""Real deployments for the suites that test offload as users run it: ``offload serve`` (gunicorn or
+uvicorn plus a worker process) of an app module, on SQLite, Redis or PostgreSQL.
+
+A suite's conftest makes a module-scoped ``site`` fixture with :func:`deployed`:
+one deployment per protocol and backend, shared by the tests of a module,
+which keep out of each other's way with a ``run`` parameter of their own in
+every URL. Each deployment has a directory the app writes its notes to
+(``OFFLOAD_ISOLATION_DIR`` in its environment).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from tests import servers
+
+ROOT = Path(__file__).resolve().parents[1]
+T = TypeVar("T")
+
+PROTOCOLS = ("wsgi", "asgi")
+BACKENDS = ("sqlite", "redis", "postgresql")
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        return next((value for key, value in self.headers if key.lower() == name.lower()), None)
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def wait_for(condition: Callable[[], T | None], timeout: float, what: str) -> T:
+    """Poll ``condition`` until it gives a true value; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    delay = 0.05
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waited {timeout:g}s for {what}")
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.3)
+
+
+@dataclass
+class Site:
+    """One ``offload serve`` of an app of ``tests/isolation/site.py`` on one backend."""
+
+    protocol: str
+    backend: str
+    url: str
+    directory: Path
+    port: int = 0
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def get(self, target: str, headers: dict[str, str] | None = None) -> Answer:
+        """One GET on a fresh connection, with exactly these headers (Host included when given)."""
+        return self.request("GET", target, headers)
+
+    def request(self, method: str, target: str, headers: dict[str, str] | None = None, body: bytes = b"") -> Answer:
+        """One request on a fresh connection, with exactly these headers (and ``Host``, unless given)."""
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            sent = {"Host": f"127.0.0.1:{self.port}", **(headers or {})}
+            if method != "GET":
+                sent["Content-Length"] = str(len(body))
+            connection.putrequest(method, target, skip_host=True, skip_accept_encoding=True)
+            for name, value in sent.items():
+                connection.putheader(name, value)
+            connection.endheaders(body if body else None)
+            response = connection.getresponse()
+            return Answer(response.status, response.getheaders(), response.read())
+        finally:
+            connection.close()
+
+    def poll(self, target: str, headers: dict[str, str] | None = None, timeout: float = 60) -> Answer:
+        """GET until the answer is not a 202, as a client told to ask again does."""
+
+        def answered() -> Answer | None:
+            got = self.get(target, headers)
+            return None if got.status == 202 else got
+
+        return wait_for(answered, timeout, f"GET {target} to stop answering 202")
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "OFFLOAD_ISOLATION_DIR": str(self.directory)}
+        return subprocess.run(
+            [sys.executable, "-m", "offload", *args], capture_output=True, text=True, timeout=60, env=env, check=False
+        )
+
+    def notes(self, name: str) -> list[str]:
+        path = self.directory / name
+        return path.read_text().splitlines() if path.exists() else []
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextlib.contextmanager
+def serving(site: Site, app: str) -> Iterator[Site]:
+    """``offload serve`` the app (``MODULE:ATTR``) on a free port with one worker; stop everything afterwards."""
+    site.port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("OFFLOAD_")},
+        "PYTHONPATH": str(ROOT),
+        "PYTHONUNBUFFERED": "1",
+        "OFFLOAD_ISOLATION_DIR": str(site.directory),
+        "XDG_RUNTIME_DIR": str(site.directory),
+    }
+    command = [sys.executable, "-m", "offload", "serve", app, "--url", site.url]
+    command += ["--bind", f"127.0.0.1:{site.port}", "--workers", "1", "--web-processes", "1", "--concurrency", "2"]
+    log_path = site.directory / f"serve-{app.replace(':', '-')}.log"
+    log = log_path.open("ab")
+    process = subprocess.Popen(
+        command, cwd=site.directory, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    site.processes.append(process)
+    try:
+
+        def listening() -> bool:
+            if process.poll() is not None:
+                raise AssertionError(log_path.read_text())
+            try:
+                socket.create_connection(("127.0.0.1", site.port), timeout=1).close()
+            except OSError:
+                return False
+            return True
+
+        wait_for(listening, 60, f"offload serve {app} to listen")
+        yield site
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(30)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # a child that outlived the supervisor
+        log.close()
+
+
+@contextlib.contextmanager
+def backend_url(request: pytest.FixtureRequest, backend: str, directory: Path) -> Iterator[str]:
+    """A store of the module's own: a SQLite file, a flushed Redis database, a PostgreSQL schema."""
+    if backend == "sqlite":
+        yield f"sqlite:///{directory / 'offload.sqlite3'}"
+    elif backend == "redis":
+        database = request.getfixturevalue("redis_database")
+        with servers.flushed_redis(database) as url:
+            yield url
+    else:
+        database = request.getfixturevalue("postgres_database")
+        with servers.postgres_schema(database) as url:
+            yield url
+
+
+@contextlib.contextmanager
+def deployed(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, module: str, prefix: str = ""
+) -> Iterator[Site]:
+    """The app ``{module}:{prefix}{protocol}_app`` served on the protocol and backend of ``request.param``."""
+    protocol, backend = request.param
+    directory = tmp_path_factory.mktemp(f"{protocol}-{backend}")
+    with backend_url(request, backend, directory) as url:
+        site = Site(protocol, backend, url, directory)
+        with serving(site, f"{module}:{prefix}{protocol}_app"):
+            yield site
+
+
+#: The parameters of a ``site`` fixture: every protocol on every backend.
+COMBINATIONS = [(protocol, backend) for protocol in PROTOCOLS for backend in BACKENDS]
+
+
+def combination_id(combination: tuple[str, str]) -> str:
+    return f"{combination[0]}-{combination[1]}"
+
+
+@pytest.fixture
+def run() -> str:
+    """A value of this test's own for the ``run`` parameter, so tests sharing a deployment never meet."""
+    return uuid.uuid4().hex[:12]
