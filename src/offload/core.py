@@ -166,6 +166,8 @@ class Offloader:
         self._last_full_log = 0.0
         self._refused = 0  # 503s for a full queue since the last log line
         self._keys = KeyMemo(s.key_memo)
+        #: Keys this process asked a refresh for, until when: a stale hit meanwhile costs no backend call.
+        self._refreshing: dict[str, float] = {}
         self._local: LocalTier | Literal[False] | None = None  # None: not decided yet
 
     # -- backend --------------------------------------------------------
@@ -255,7 +257,7 @@ class Offloader:
             elif isinstance(found, CachedResponse):
                 look = freshness.look(found, now, self.settings.early_refresh, self.random.random)
                 if look.serve:
-                    if look.refresh:
+                    if look.refresh and not self._refresh_asked(key, now):
                         yield from self._refresh(incoming, key, primary, learned, found.created)
                     return deliver(found, now, look, incoming.conditions, self.settings.cache_status)
                 fwd = "stale"
@@ -432,9 +434,25 @@ class Offloader:
             return None
         now = time.time()
         look = freshness.look(found, now, self.settings.early_refresh, self.random.random)
-        if not look.serve or look.refresh:
+        if not look.serve or (look.refresh and not self._refreshing.get(key, 0.0) > now):
             return None
         return deliver(found, now, look, conditions, self.settings.cache_status)
+
+    def _refresh_asked(self, key: str, now: float) -> bool:
+        """Whether this process asked a refresh of ``key`` a moment ago; if not, note that it does now.
+
+        A stale answer is served by every request until its refresh lands:
+        only the first of them in each second tries to queue one (the pending
+        marker decides, across processes, whether it is queued).
+        """
+        if self._refreshing.get(key, 0.0) > now:
+            return True
+        if len(self._refreshing) >= 10_000:
+            self._refreshing = {k: until for k, until in self._refreshing.items() if until > now}
+            if len(self._refreshing) >= 10_000:
+                self._refreshing.clear()
+        self._refreshing[key] = now + 1.0
+        return False
 
     def decide_sync(self, incoming: Incoming) -> CachedResponse | None:
         """Run :meth:`decide` with blocking backend calls."""

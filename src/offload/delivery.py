@@ -73,11 +73,24 @@ def deliver(
         delivered = dataclasses.replace(answer, headers=(*answer.headers, *extra))
         delivered.memo["outcome"] = "stale" if found.stale else "hit"
         memo["delivered"] = (second, key, delivered)
-    if conditions != NO_CONDITIONS and 200 <= answer.status < 300 and not_modified(answer, conditions):
-        not_modified_answer = _not_modified(delivered)
-        not_modified_answer.memo["outcome"] = "not-modified"
-        return not_modified_answer
+    if conditions != NO_CONDITIONS and 200 <= answer.status < 300 and _matches(answer, conditions):
+        short: CachedResponse | None = delivered.memo.get("not-modified")
+        if short is None:
+            short = delivered.memo["not-modified"] = _not_modified(delivered)
+            short.memo["outcome"] = "not-modified"
+        return short
     return delivered
+
+
+def _matches(answer: CachedResponse, conditions: Conditions) -> bool:
+    """:func:`not_modified`, remembered per answer for the last few sets of validators clients sent."""
+    seen: dict[Conditions, bool] = answer.memo.setdefault("conditions", {})
+    matched = seen.get(conditions)
+    if matched is None:
+        if len(seen) >= 16:
+            seen.clear()
+        matched = seen[conditions] = not_modified(answer, conditions)
+    return matched
 
 
 def _hit(answer: CachedResponse, now: float, found: Found) -> str:

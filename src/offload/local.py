@@ -62,7 +62,9 @@ class LocalTier:
         if isinstance(record, CachedResponse):
             if not record.expires or record.private:
                 return
-            until = min(record.expires, now + self.max_age)
+            # Kept while it may still be served (stale windows included): whether it is, is freshness's call.
+            servable = record.expires + (0.0 if record.failed else max(record.stale, record.stale_if_error))
+            until = min(servable, now + self.max_age)
         else:
             until = now + self.max_age
         size = size_of(record)
