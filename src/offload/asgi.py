@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from typing import Any
 
+from offload import monitor
 from offload.core import OPERATIONS, Incoming, Offloader, Operation
 from offload.delivery import NO_CONDITIONS, Conditions, status_of
 from offload.errors import BackendUnavailable, QueueFull
@@ -25,6 +26,7 @@ from offload.keys import Target, canonical_query, parse_query, target_from_url
 from offload.middleware import Middleware
 from offload.records import CachedResponse
 from offload.replay import REPLAY_KEY
+from offload.waiting import asks_no_cache, preferred_wait, prefers_async
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -65,6 +67,9 @@ class ASGIMiddleware(Middleware[ASGIApp]):
     Then run the workers: ``offload worker myapp:app``.
     """
 
+    #: Requests that may wait at once per process: a future each, no thread.
+    default_waiters = 1000
+
     @cached_property
     def _calls(self) -> BackendCalls:
         return BackendCalls(self.offloader)
@@ -91,6 +96,12 @@ class ASGIMiddleware(Middleware[ASGIApp]):
         started = time.perf_counter()
         if self._inline.threads:  # none unless memory:// or asked for; the check costs a system call
             self._inline.ensure_started()
+        monitor_path = self.offloader.settings.monitor_path
+        if monitor_path and scope.get("path", "").startswith(monitor_path):
+            key = scope["path"][len(monitor_path) :]
+            status = await self.offloader.run_async(monitor.status(self.offloader, key), self._calls)
+            await send_response(send, status, with_body=method != "HEAD")
+            return
         headers = joined_headers(scope)
         inputs = (
             scope.get("scheme", "http"),
@@ -103,7 +114,8 @@ class ASGIMiddleware(Middleware[ASGIApp]):
             *[headers.get(name) for name in self._vary_names],
         )
         conditions = _conditions(headers) if b"if-none-match" in headers or b"if-modified-since" in headers else None
-        response = self.offloader.kept(inputs, conditions or NO_CONDITIONS)
+        fresh = b"cache-control" in headers or b"pragma" in headers  # it may ask for a refresh
+        response = None if fresh else self.offloader.kept(inputs, conditions or NO_CONDITIONS)
         if response is None:
             incoming = incoming_from_scope(scope, method, headers, inputs, conditions or NO_CONDITIONS)
             response = await self.offloader.decide_async(incoming, self._calls)
@@ -208,7 +220,25 @@ def incoming_from_scope(
         return [name.decode("latin-1") for name in headers]
 
     url_size = len(root) + len(raw if raw is not None else path) + len(scope.get("query_string", b""))
-    return Incoming(method, target, inputs, header, names, url_size, conditions)
+    client = scope.get("client")
+    prefer = _text(headers.get(b"prefer"))
+    return Incoming(
+        method,
+        target,
+        inputs,
+        header,
+        names,
+        url_size,
+        conditions,
+        client=str(client[0]) if client else "",
+        wait=preferred_wait(prefer),
+        respond_async=prefers_async(prefer),
+        no_cache=asks_no_cache(_text(headers.get(b"cache-control")), _text(headers.get(b"pragma"))),
+    )
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode("latin-1")
 
 
 def scope_path(scope: Scope) -> tuple[bytes, bytes]:

@@ -19,14 +19,15 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import math
 import random
 import threading
 import time
 from collections.abc import Awaitable, Callable, Generator, Iterable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-from offload import freshness
+from offload import admission, freshness
 from offload.backends import DEFAULT_NAMESPACE, Backend, Cache, ExpiryRule, Queue, open_backend, resolve_url
 from offload.delivery import NO_CONDITIONS, Conditions, deliver, status_of, with_status
 from offload.errors import BackendUnavailable, ConfigurationError, CorruptRecord, QueueFull
@@ -36,15 +37,26 @@ from offload.keys import Target, normalize_params, request_key, variant_key
 from offload.local import KeyMemo, LocalTier
 from offload.records import CachedResponse, PendingMarker, StoredRequest, VaryRecord, decode_stored
 from offload.settings import Settings, settings_from
+from offload.waiting import Waiters
 
 log = logging.getLogger("offload")
+
+T = TypeVar("T")
 
 #: A backend operation the decision needs: a method name and its arguments.
 Operation = tuple[Any, ...]
 Decision = Generator[Operation, Any, "CachedResponse | None"]
 
 #: Which part of the backend each operation of :meth:`Offloader.decide` goes to.
-OPERATIONS = {"get": "cache", "add": "cache", "delete": "cache", "take": "cache", "push": "queue"}
+OPERATIONS = {
+    "get": "cache",
+    "add": "cache",
+    "delete": "cache",
+    "take": "cache",
+    "incr": "cache",
+    "push": "queue",
+    "stats": "queue",
+}
 
 
 class RequestTooLarge(Exception):
@@ -60,7 +72,8 @@ class Incoming:
     SHA-256); ``header(name)`` returns a request header by lowercase name,
     repeated ones joined with commas; ``names()`` the lowercase names of
     every header the client sent; ``url_size`` the length of the path and
-    query string as the client sent them; ``conditions`` its validators.
+    query string as the client sent them; ``conditions`` its validators; the
+    rest what the client prefers (see :mod:`offload.waiting`).
     """
 
     method: str
@@ -70,6 +83,11 @@ class Incoming:
     names: Callable[[], Iterable[str]]
     url_size: int  # bytes of the path and query as sent, for ``max_url``
     conditions: Conditions = NO_CONDITIONS  # If-None-Match, If-Modified-Since
+    client: str = ""  # the client's address, for admission control only: never keyed, never replayed
+    wait: float = 0.0  # seconds the client prefers to wait for the answer (Prefer: wait=N)
+    respond_async: bool = False  # the client prefers a status monitor (Prefer: respond-async)
+    no_cache: bool = False  # the client asked for a fresh answer (Cache-Control: no-cache)
+    key: str = ""  # set by the decision: the key whose answer a 202 stands for
 
 
 def own_answer(status: int, retry_after: int | None = None, body: bytes = b"") -> CachedResponse:
@@ -82,6 +100,31 @@ def own_answer(status: int, retry_after: int | None = None, body: bytes = b"") -
 
 
 def _unchanged(answer: CachedResponse, status: str) -> CachedResponse:
+    return answer
+
+
+def waited(response: CachedResponse | None, seconds: float) -> CachedResponse | None:
+    """The answer to a request that was held for it: it says it honoured ``Prefer: wait`` (RFC 7240)."""
+    if response is None:
+        return None
+    outcome = response.memo.get("outcome", "hit")
+    applied = (("Preference-Applied", f"wait={seconds:g}"), ("Vary", "Prefer"))
+    answer = dataclasses.replace(response, headers=(*response.headers, *applied))
+    answer.memo["outcome"] = outcome
+    return answer
+
+
+def monitored(accepted: CachedResponse, monitor: str) -> CachedResponse:
+    """A 202 for a client that prefers to respond async: where its job's status monitor is (RFC 7240)."""
+    headers = (
+        *accepted.headers,
+        ("Location", monitor),
+        ("Link", f'<{monitor}>; rel="monitor"'),
+        ("Preference-Applied", "respond-async"),
+        ("Vary", "Prefer"),
+    )
+    answer = dataclasses.replace(accepted, headers=headers)
+    answer.memo["outcome"] = accepted.memo.get("outcome", "miss")
     return answer
 
 
@@ -144,13 +187,14 @@ class Offloader:
         self.events = Events()
         status = with_status if s.cache_status else _unchanged
         #: The 202s, by the Cache-Status ``fwd`` they say and whether the job was queued already.
-        self.accepted = {
+        self.accepted: dict[tuple[Any, ...], CachedResponse] = {
             (fwd, collapsed): _told(
                 status(own_answer(202, s.retry_after), status_of(fwd, collapsed)), "collapsed" if collapsed else "miss"
             )
             for fwd in ("uri-miss", "vary-miss", "stale")
             for collapsed in (False, True)
         }
+        self.limited: dict[int, CachedResponse] = {}  # the 429s of admission control, by Retry-After
         full = status(own_answer(503, s.retry_after), status_of("uri-miss", detail="queue-full"))
         down = status(own_answer(503, s.retry_after), status_of("uri-miss", detail="backend-unavailable"))
         self.queue_full = _told(full, "refused")
@@ -168,6 +212,9 @@ class Offloader:
         self._keys = KeyMemo(s.key_memo)
         #: Keys this process asked a refresh for, until when: a stale hit meanwhile costs no backend call.
         self._refreshing: dict[str, float] = {}
+        self._waiters: Waiters | None = None
+        #: Requests that may wait at once in this process when ``max_waiters`` is None; the middleware sets it.
+        self.default_waiters = 8
         self._local: LocalTier | Literal[False] | None = None  # None: not decided yet
 
     # -- backend --------------------------------------------------------
@@ -257,7 +304,9 @@ class Offloader:
             elif isinstance(found, CachedResponse):
                 look = freshness.look(found, now, self.settings.early_refresh, self.random.random)
                 if look.serve:
-                    if look.refresh and not self._refresh_asked(key, now):
+                    # A client's no-cache never makes it wait: at most one refresh, deduplicated, once a second.
+                    asked = look.refresh or (incoming.no_cache and now - found.created > 1.0)
+                    if asked and not self._refresh_asked(key, now):
                         yield from self._refresh(incoming, key, primary, learned, found.created)
                     return deliver(found, now, look, incoming.conditions, self.settings.cache_status)
                 fwd = "stale"
@@ -265,7 +314,9 @@ class Offloader:
                 request = self._stored_request(incoming, key, primary, learned)
             except RequestTooLarge:
                 return self.headers_too_large
-            return (yield from self._miss(key, request, fwd))
+            incoming.key = key
+            duration = found.duration if isinstance(found, CachedResponse) else 0.0
+            return (yield from self._miss(incoming, key, request, fwd, duration))
         except BackendUnavailable as error:
             return self._outage(error)
 
@@ -330,13 +381,27 @@ class Offloader:
             pass  # the stale answer is served; the next request tries again
         return None
 
-    def _miss(self, key: str, request: StoredRequest, fwd: str = "uri-miss") -> Decision:
-        """Queue one job for ``key``, unless one is queued or running: the 202 in either case."""
+    def _miss(
+        self, incoming: Incoming, key: str, request: StoredRequest, fwd: str = "uri-miss", duration: float = 0.0
+    ) -> Decision:
+        """Queue one job for ``key``, unless one is queued or running: the 202 in either case.
+
+        ``duration`` is how long the app took to compute the stale answer
+        found, if any: the 202's ``Retry-After`` says so.
+        """
         settings = self.settings
         pending = self._pending_prefix + key
         won = yield ("add", pending, PendingMarker("queued", time.time()).encode(), settings.pending_ttl)
         if not won:
-            return self.accepted[fwd, True]
+            return self._accepted(incoming, fwd, True, duration)
+        if settings.max_new_keys_per_minute is not None:
+            client = admission.client_of(settings, incoming.header, incoming.client)
+            if client is not None:
+                counter, left = admission.counter_key(self.namespace, client, time.time())
+                count = yield ("incr", counter, float(admission.WINDOW))
+                if count > settings.max_new_keys_per_minute:
+                    yield ("delete", pending)
+                    return self._limited(left)
         # A worker stores its answer, then deletes the pending marker: an answer
         # stored between the lookup and this add is served, not computed again.
         data = yield ("get", self._response_prefix + key)
@@ -360,7 +425,37 @@ class Offloader:
             raise
         if self.events.listeners:
             self.events.emit("job.queued", key=key, path=_path(request), refresh=False)
-        return self.accepted[fwd, False]
+        return self._accepted(incoming, fwd, False, duration)
+
+    def _accepted(self, incoming: Incoming, fwd: str, collapsed: bool, duration: float) -> CachedResponse:
+        """The 202: ``Retry-After`` from the time the app took last, a monitor for a client that asked for one."""
+        retry = self._retry_after(duration)
+        accepted = self.accepted.get((fwd, collapsed, retry))
+        if accepted is None:
+            base = self.accepted[fwd, collapsed]
+            headers = tuple(
+                (name, str(retry)) if name == "Retry-After" else (name, value) for name, value in base.headers
+            )
+            shaped = dataclasses.replace(base, headers=headers)
+            accepted = self.accepted[fwd, collapsed, retry] = _told(shaped, base.memo["outcome"])
+        if incoming.respond_async and self.settings.monitor_path is not None and incoming.key:
+            root = incoming.target.root_path.decode("latin-1")
+            return monitored(accepted, root + self.settings.monitor_path + incoming.key)
+        return accepted
+
+    def _retry_after(self, duration: float) -> int:
+        """When to ask again: the time the app took to compute the URL last, within the configured bounds."""
+        settings = self.settings
+        return max(settings.retry_after, min(settings.retry_after_max, math.ceil(duration)))
+
+    def _limited(self, seconds: int) -> CachedResponse:
+        answer = self.limited.get(seconds)
+        if answer is None:
+            answer = own_answer(429, seconds, b"Too many new requests from this client; try again later\n")
+            if self.settings.cache_status:
+                answer = with_status(answer, status_of("uri-miss", detail="limited"))
+            answer = self.limited[seconds] = _told(answer, "limited")
+        return answer
 
     def _stored_request(self, incoming: Incoming, key: str, primary: str, learned: tuple[str, ...]) -> StoredRequest:
         """What a worker replays: the target and the keyed headers only, and the names of the others."""
@@ -455,38 +550,87 @@ class Offloader:
         return False
 
     def decide_sync(self, incoming: Incoming) -> CachedResponse | None:
-        """Run :meth:`decide` with blocking backend calls."""
-        decision = self.decide(incoming)
-        try:
-            operation = next(decision)
-            while True:
-                try:
-                    result = self._call(operation)
-                except (BackendUnavailable, QueueFull) as error:
-                    operation = decision.throw(error)
-                else:
-                    operation = decision.send(result)
-        except StopIteration as done:
-            result_value: CachedResponse | None = done.value
-            return result_value
+        """Run :meth:`decide` with blocking backend calls; hold a client that prefers to wait (Prefer: wait)."""
+        response = self.run_sync(self.decide(incoming))
+        seconds = self._wait_for(incoming, response)
+        if not seconds:
+            return response
+        answer_key = self.response_key(incoming.key)
+        ready: Callable[[], bool] = lambda: self.run_sync(self._stored(answer_key))  # noqa: E731
+        if self.waiters.wait(answer_key, seconds, ready):
+            response = self.run_sync(self.decide(incoming))
+        return waited(response, seconds)
 
     async def decide_async(
         self, incoming: Incoming, call: Callable[[Operation], Awaitable[Any]]
     ) -> CachedResponse | None:
-        """Run :meth:`decide`, awaiting each backend operation through ``call``."""
-        decision = self.decide(incoming)
+        """Run :meth:`decide`, awaiting each backend operation through ``call``; a waiting client costs no thread."""
+        response = await self.run_async(self.decide(incoming), call)
+        seconds = self._wait_for(incoming, response)
+        if not seconds:
+            return response
+        answer_key = self.response_key(incoming.key)
+        if await self.waiters.await_(answer_key, seconds, lambda: self.run_async(self._stored(answer_key), call)):
+            response = await self.run_async(self.decide(incoming), call)
+        return waited(response, seconds)
+
+    def _wait_for(self, incoming: Incoming, response: CachedResponse | None) -> float:
+        """How long to hold a request for its answer: what it prefers, within ``max_wait``; 0 for none."""
+        if not incoming.wait or not self.settings.max_wait or response is None or not incoming.key:
+            return 0.0
+        if response.status != 202 or response.from_app:
+            return 0.0
+        return min(incoming.wait, self.settings.max_wait)
+
+    def _stored(self, answer_key: str) -> Generator[Operation, Any, bool]:
+        data = yield ("get", answer_key)
+        return data is not None
+
+    @property
+    def waiters(self) -> Waiters:
+        """The requests of this process waiting for answers (created on first use)."""
+        waiters = self._waiters
+        if waiters is None:
+            with self._backend_lock:
+                waiters = self._waiters
+                if waiters is None:
+                    limit = self.settings.max_waiters
+                    waiters = self._waiters = Waiters(
+                        lambda: self.cache,
+                        self.default_waiters if limit is None else limit,
+                        self.settings.max_waiters_per_key,
+                    )
+        return waiters
+
+    def run_sync(self, steps: Generator[Operation, Any, T]) -> T:
+        """Drive a generator of backend operations (:meth:`decide`, a monitor) with blocking calls."""
         try:
-            operation = next(decision)
+            operation = next(steps)
+            while True:
+                try:
+                    result = self._call(operation)
+                except (BackendUnavailable, QueueFull) as error:
+                    operation = steps.throw(error)
+                else:
+                    operation = steps.send(result)
+        except StopIteration as done:
+            value: T = done.value
+            return value
+
+    async def run_async(self, steps: Generator[Operation, Any, T], call: Callable[[Operation], Awaitable[Any]]) -> T:
+        """Drive a generator of backend operations, awaiting each through ``call``."""
+        try:
+            operation = next(steps)
             while True:
                 try:
                     result = await call(operation)
                 except (BackendUnavailable, QueueFull) as error:
-                    operation = decision.throw(error)
+                    operation = steps.throw(error)
                 else:
-                    operation = decision.send(result)
+                    operation = steps.send(result)
         except StopIteration as done:
-            result_value: CachedResponse | None = done.value
-            return result_value
+            value: T = done.value
+            return value
 
     def _call(self, operation: Operation) -> Any:
         name, *args = operation

@@ -28,6 +28,9 @@ class Middleware(Generic[App]):
     #: Marks offload's middlewares for code that must find them without importing them (the worker's finder).
     offload_middleware = True
 
+    #: Requests that may wait for their answer at once per process (``Prefer: wait``) unless ``max_waiters`` says.
+    default_waiters = 8
+
     def __init__(
         self,
         app: App,
@@ -57,6 +60,7 @@ class Middleware(Generic[App]):
             queue=None if queue is None else adapt_queue(queue, namespace),
             settings=settings,
         )
+        self.offloader.default_waiters = self.default_waiters
         self._inline = InlineWorkers(self, self.offloader, worker_threads)
 
     def target_for(self, url: str) -> Target:

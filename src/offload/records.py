@@ -43,7 +43,8 @@ class CachedResponse:
     failed refresh sets ``retry_at``, before which no other refresh is queued.
     ``duration`` is how long the app took to compute it; ``tags`` are the
     labels the app gave it (``expire(tag=...)``); ``request`` is the stored
-    request that computes it again, kept only when it holds no credential.
+    request that computes it again, kept only when it holds no credential;
+    ``url`` the path and query it answers (where a status monitor sends to).
     ``private`` marks an answer meant for one client only (it sets a cookie,
     or says ``private`` or ``no-store``): it is delivered once, to the first
     request that asks, and never served as a hit again.
@@ -63,6 +64,7 @@ class CachedResponse:
     tags: tuple[str, ...] = ()
     retry_at: float = 0.0
     request: bytes = b""
+    url: str = ""
     from_app: bool = field(default=True, compare=False)  # False for offload's own answers; not stored
     _raw_headers: list[tuple[bytes, bytes]] | None = field(default=None, init=False, repr=False, compare=False)
     _memo: dict[str, Any] | None = field(default=None, init=False, repr=False, compare=False)
@@ -115,6 +117,8 @@ class CachedResponse:
             meta["tags"] = list(self.tags)
         if self.request:
             meta["request"] = self.request.decode("latin-1")
+        if self.url:
+            meta["url"] = self.url
         return MAGIC + _dump(meta) + b"\n" + self.body
 
     @classmethod
@@ -147,9 +151,9 @@ class CachedResponse:
         tags = meta.get("tags", [])
         if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
             raise CorruptRecord("response record has invalid tags")
-        request = meta.get("request", "")
-        if not isinstance(request, str):
-            raise CorruptRecord("response record has an invalid request")
+        request, url = meta.get("request", ""), meta.get("url", "")
+        if not isinstance(request, str) or not isinstance(url, str) or any(c in url for c in "\r\n"):
+            raise CorruptRecord("response record has an invalid request or url")
         stale, stale_if_error, duration, retry_at = (float(value) for value in times)
         return cls(
             status,
@@ -166,6 +170,7 @@ class CachedResponse:
             tuple(tags),
             retry_at,
             _latin1(request),
+            url,
         )
 
 
@@ -291,19 +296,25 @@ def decode_stored(data: bytes) -> CachedResponse | VaryRecord:
 class PendingMarker:
     """The marker that says a job for a key is queued or running; its expiry is the job's lease."""
 
-    state: str  # "queued" or "running"
+    state: str  # "queued", "running" or "retrying"
     since: float
+    attempt: int = 0  # the try running or about to run, once the job has started
 
     def encode(self) -> bytes:
-        return MAGIC + _dump({"kind": "pending", "state": self.state, "since": self.since}) + b"\n"
+        meta: dict[str, Any] = {"kind": "pending", "state": self.state, "since": self.since}
+        if self.attempt:
+            meta["attempt"] = self.attempt
+        return MAGIC + _dump(meta) + b"\n"
 
     @classmethod
     def decode(cls, data: bytes) -> PendingMarker:
         meta, _ = _split(data, "pending")
-        state, since = meta.get("state"), meta.get("since")
-        if state not in ("queued", "running") or not isinstance(since, (int, float)):
+        state, since, attempt = meta.get("state"), meta.get("since"), meta.get("attempt", 0)
+        if state not in ("queued", "running", "retrying") or not isinstance(since, (int, float)):
             raise CorruptRecord("pending marker has invalid fields")
-        return cls(state, float(since))
+        if not isinstance(attempt, int) or isinstance(attempt, bool):
+            raise CorruptRecord("pending marker has an invalid attempt")
+        return cls(state, float(since), attempt)
 
 
 def _dump(meta: dict[str, Any]) -> bytes:

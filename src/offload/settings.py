@@ -66,6 +66,13 @@ class Settings:
     max_deliveries: int = 5
     max_queued: int | None = 10_000
     passthrough_on_error: bool = False
+    retry_after_max: int = 30
+    max_wait: float = 30.0
+    max_waiters: int | None = None
+    max_waiters_per_key: int = 1000
+    monitor_path: str | None = "/_offload/jobs/"
+    max_new_keys_per_minute: int | None = None
+    client_id: Callable[[Callable[[str], bytes | None], str], str | None] | None = None
     vary: tuple[str, ...] = ("authorization", "cookie")
     share_set_cookie: bool = False
     private_ttl: float = 10.0
@@ -112,6 +119,22 @@ class Settings:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigurationError(f"{name} must be at least 1, not {value!r}")
+        if not isinstance(self.retry_after_max, int) or self.retry_after_max < self.retry_after:
+            raise ConfigurationError("retry_after_max must be a whole number of seconds >= retry_after")
+        if not isinstance(self.max_wait, (int, float)) or self.max_wait < 0:
+            raise ConfigurationError("max_wait must be a number of seconds >= 0 (0: requests never wait)")
+        for name in ("max_waiters", "max_new_keys_per_minute"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+                raise ConfigurationError(f"{name} must be a whole number >= 0, or None")
+        if not isinstance(self.max_waiters_per_key, int) or self.max_waiters_per_key < 1:
+            raise ConfigurationError("max_waiters_per_key must be at least 1")
+        if self.monitor_path is not None and not (
+            self.monitor_path.startswith("/") and self.monitor_path.endswith("/")
+        ):
+            raise ConfigurationError("monitor_path must start and end with '/', such as '/_offload/jobs/', or be None")
+        if self.client_id is not None and not callable(self.client_id):
+            raise ConfigurationError("client_id must be a callable (header, address) -> client id")
         if self.retry_backoff < 0:
             raise ConfigurationError("retry_backoff must be >= 0")
         if self.max_queued is not None and self.max_queued < 1:

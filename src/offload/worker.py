@@ -197,7 +197,7 @@ class Worker:
         key = request.key
         running, pending, answer = offloader.running_key(key), offloader.pending_key(key), offloader.response_key(key)
         try:
-            marker = PendingMarker("running", time.time()).encode()
+            marker = PendingMarker("running", time.time(), 1).encode()
             taken, existing, epoch = cache.start_job(running, pending, answer, marker, self.settings.lease)
             if not taken:
                 # Another worker runs this key, or died running it. Leave this copy
@@ -303,6 +303,7 @@ class Worker:
             stale=life.stale,
             stale_if_error=life.stale_if_error,
             request=b"" if has_credentials(request) else request.encode(),
+            url=_url(request),
         )
         index = IndexEntry(path, target.query.decode("latin-1"), failed=response.failed, tags=response.tags)
         kept = max(1.0, stored.expires + max(life.stale, life.stale_if_error) - now)
@@ -368,8 +369,10 @@ class Worker:
                 failure = dataclasses.replace(response, failed=True)
             if attempt < settings.max_attempts:
                 self._emit("job.retried", request, attempt=attempt)
+                self._mark(request, PendingMarker("retrying", time.time(), attempt + 1))
                 if self.aborting.wait(settings.retry_backoff * 2 ** (attempt - 1)):
                     return None
+                self._mark(request, PendingMarker("running", time.time(), attempt + 1))
         if failure is not None:  # the app's own failure page, kept for error_ttl
             return failure
         return self._failure(500, f"offload: the job failed {settings.max_attempts} times\n")
@@ -452,6 +455,11 @@ class Worker:
         elif not self.stopping.is_set():
             self._start_thread()
 
+    def _mark(self, request: StoredRequest, marker: PendingMarker) -> None:
+        """Say where the job stands, for status monitors; a failure to say so changes nothing else."""
+        with contextlib.suppress(BackendUnavailable):
+            self.offloader.cache.set(self.offloader.pending_key(request.key), marker.encode(), self.settings.lease)
+
     def _emit(self, name: str, request: StoredRequest, **fields: Any) -> None:
         events = self.offloader.events
         if events.listeners:
@@ -477,6 +485,13 @@ class Worker:
         for job in jobs:
             log.warning("handing back job %s", job.claim.job_id)
             self._release(job.claim, self.offloader.running_key(job.claim.key))
+
+
+def _url(request: StoredRequest) -> str:
+    """The path and query of a request, as a status monitor sends a client back to it."""
+    target = request.target
+    path = canonical_path(target.full_path) if target.raw_path is None else target.raw_path.decode("latin-1")
+    return f"{path}?{target.query.decode('latin-1')}" if target.query else path
 
 
 def _describe(request: StoredRequest) -> str:

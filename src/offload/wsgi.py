@@ -7,11 +7,14 @@ from collections.abc import Iterable
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from offload import monitor
 from offload.core import Incoming
 from offload.delivery import NO_CONDITIONS, Conditions, status_of
 from offload.keys import Target, canonical_query, parse_query
 from offload.middleware import Middleware
+from offload.records import CachedResponse
 from offload.replay import REPLAY_KEY, environ_key
+from offload.waiting import asks_no_cache, preferred_wait, prefers_async
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment  # noqa: F401 - WSGIApplication: a string below
@@ -41,6 +44,9 @@ class WSGIMiddleware(Middleware["WSGIApplication"]):
     Then run the workers: ``offload worker myapp:app``.
     """
 
+    #: Requests that may wait at once per process: each holds one of the server's threads.
+    default_waiters = 8
+
     @cached_property
     def _vary_keys(self) -> tuple[str, ...]:
         """The environ keys of the ``vary`` headers."""
@@ -57,6 +63,12 @@ class WSGIMiddleware(Middleware["WSGIApplication"]):
         started = time.perf_counter()
         if self._inline.threads:  # none unless memory:// or asked for; the check costs a system call
             self._inline.ensure_started()
+        monitor_path = self.offloader.settings.monitor_path
+        if monitor_path and environ.get("PATH_INFO", "").startswith(monitor_path):
+            key = environ["PATH_INFO"][len(monitor_path) :]
+            status = self.offloader.run_sync(monitor.status(self.offloader, key))
+            start_response(status.status_line, list(status.headers))
+            return [] if method == "HEAD" else [status.body]
         inputs = (
             environ.get("wsgi.url_scheme", "http"),
             environ.get("HTTP_HOST"),
@@ -68,7 +80,8 @@ class WSGIMiddleware(Middleware["WSGIApplication"]):
             *[environ.get(name) for name in self._vary_keys],
         )
         conditions = (environ.get("HTTP_IF_NONE_MATCH"), environ.get("HTTP_IF_MODIFIED_SINCE"))
-        response = self.offloader.kept(inputs, conditions)
+        fresh = "HTTP_CACHE_CONTROL" in environ or "HTTP_PRAGMA" in environ  # it may ask for a refresh
+        response: CachedResponse | None = None if fresh else self.offloader.kept(inputs, conditions)
         if response is None:
             response = self.offloader.decide_sync(incoming_from_environ(environ, method, inputs, conditions))
         if self.offloader.events.listeners:
@@ -115,7 +128,20 @@ def incoming_from_environ(
         return [key[5:].lower().replace("_", "-") for key in environ if key.startswith("HTTP_")]
 
     url_size = len(target.root_path) + len(target.path) + len(environ.get("QUERY_STRING", ""))
-    return Incoming(method, target, inputs, header, names, url_size, conditions)
+    prefer = environ.get("HTTP_PREFER")
+    return Incoming(
+        method,
+        target,
+        inputs,
+        header,
+        names,
+        url_size,
+        conditions,
+        client=str(environ.get("REMOTE_ADDR", "")),
+        wait=preferred_wait(prefer),
+        respond_async=prefers_async(prefer),
+        no_cache=asks_no_cache(environ.get("HTTP_CACHE_CONTROL"), environ.get("HTTP_PRAGMA")),
+    )
 
 
 def _bytes(text: str) -> bytes:
