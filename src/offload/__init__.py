@@ -17,6 +17,7 @@ from offload.asgi import ASGIMiddleware
 from offload.errors import BackendUnavailable, ConfigurationError, OffloadError, QueueFull
 from offload.records import CachedResponse
 from offload.settings import Settings
+from offload.tags import tag
 from offload.wsgi import WSGIMiddleware
 
 __all__ = [
@@ -29,6 +30,8 @@ __all__ = [
     "Settings",
     "WSGIMiddleware",
     "expire",
+    "tag",
+    "warm",
 ]
 
 __version__ = "0.1.0"
@@ -64,3 +67,28 @@ def expire(
         if cache is not None:
             count += cache.expire(rule)
     return count
+
+
+def warm(
+    urls: Any,
+    *,
+    app: str | None = None,
+    url: str | None = None,
+    namespace: str | None = None,
+    base: str | None = None,
+) -> int:
+    """Queue the job of each URL not queued or fresh yet, so its first request is a hit; return how many.
+
+    ``urls`` are absolute (``http://127.0.0.1:8000/report?x=1``: Host and
+    scheme are part of every key) or paths joined to ``base``. ``app``
+    (``MODULE:ATTR``) gives the app's own settings and backend; else
+    ``namespace`` on the store ``url`` names, or the only namespace it holds.
+    A middleware's own :meth:`~offload.WSGIMiddleware.warm` needs none of these.
+    """
+    import functools
+
+    from offload import warming
+    from offload.keys import target_from_url
+
+    offloader, asgi = warming.offloader_for(app, url, namespace)
+    return warming.warm(offloader, functools.partial(target_from_url, raw_path=asgi), warming.absolute(urls, base))

@@ -7,6 +7,7 @@ SQLite file ``offload.sqlite3`` in the working directory).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -18,6 +19,7 @@ import click
 
 from offload.backends import DEFAULT_NAMESPACE, Cache, Queue, open_backend, resolve_url
 from offload.errors import OffloadError
+from offload.keys import target_from_url
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -323,6 +325,53 @@ def status(url: str | None, cache_url: str | None, queue_url: str | None, namesp
         click.echo(f"namespace {name}")
         for field in ("queued", "running", "dead", "cached", "failed"):
             click.echo(f"  {field:8} {figures[field]}")
+
+
+@main.command()
+@click.argument("urls", nargs=-1)
+@click.option("--from-file", "files", multiple=True, metavar="FILE", help="URLs to warm, one per line.")
+@click.option("--sitemap", "sitemaps", multiple=True, metavar="FILE_OR_URL", help="A sitemap whose <loc> to warm.")
+@click.option("--base", default=None, help="Base URL for paths given without one, e.g. http://127.0.0.1:8000.")
+@click.option("--app", "app", envvar="OFFLOAD_APP", default=None, help="MODULE:ATTR whose settings to use.")
+@namespace_option
+@url_option
+@protocol_option
+def warm(
+    urls: tuple[str, ...],
+    files: tuple[str, ...],
+    sitemaps: tuple[str, ...],
+    base: str | None,
+    app: str | None,
+    namespace: str | None,
+    url: str | None,
+    protocol: str,
+) -> None:
+    """Queue the job of each URL (deduplicated like misses), so its first request is a hit.
+
+    URLs are absolute (http://host:port/path?query: Host and scheme are part of
+    every key) or paths with --base. The namespace is APP's, or --namespace,
+    or the only one the store holds.
+    """
+    from offload import warming
+    from offload.importer import import_app
+
+    def run() -> int:
+        listed = list(urls)
+        for path in files:
+            listed += warming.from_file(path)
+        for sitemap in sitemaps:
+            listed += warming.from_sitemap(sitemap)
+        if app is not None:
+            _load(app, import_app)  # a bad MODULE:ATTR is a usage error
+        offloader, asgi = warming.offloader_for(app, url, namespace, protocol)
+        target_for = functools.partial(target_from_url, raw_path=asgi)
+        return warming.warm(offloader, target_for, warming.absolute(listed, base))
+
+    try:
+        count = _backend_call(run)
+    except (ValueError, OSError) as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"queued {count} job{'s' if count != 1 else ''}")
 
 
 @main.command()

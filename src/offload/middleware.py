@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Generic, TypeVar
 
+from offload import warming
 from offload.adapters import adapt_cache, adapt_queue
 from offload.core import Offloader
 from offload.inline import InlineWorkers
@@ -72,6 +73,13 @@ class Middleware(Generic[App]):
         given = {name.lower(): value.encode("latin-1") for name, value in (headers or {}).items()}
         target = self.target_for(url)
         return request_key(target, [(name, given.get(name)) for name in self.offloader.settings.vary])
+
+    def warm(self, urls: Iterable[str], base: str | None = None) -> int:
+        """Queue a job for each URL (absolute, or a path joined to ``base``) not queued or fresh yet.
+
+        Returns how many jobs were queued; see :mod:`offload.warming`.
+        """
+        return warming.warm(self.offloader, self.target_for, warming.absolute(urls, base))
 
     def expire(
         self,
