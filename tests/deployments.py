@@ -74,13 +74,24 @@ class Site:
     port: int = 0
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
-    def get(self, target: str, headers: dict[str, str] | None = None) -> Answer:
-        """One GET on a fresh connection, with exactly these headers (Host included when given)."""
-        return self.request("GET", target, headers)
+    def get(self, target: str, headers: dict[str, str] | None = None, source: str | None = None) -> Answer:
+        """One GET on a fresh connection, with exactly these headers (Host included when given).
 
-    def request(self, method: str, target: str, headers: dict[str, str] | None = None, body: bytes = b"") -> Answer:
+        ``source`` is the loopback address to connect from (``127.0.0.2``...), to be another client.
+        """
+        return self.request("GET", target, headers, source=source)
+
+    def request(
+        self,
+        method: str,
+        target: str,
+        headers: dict[str, str] | None = None,
+        body: bytes = b"",
+        source: str | None = None,
+    ) -> Answer:
         """One request on a fresh connection, with exactly these headers (and ``Host``, unless given)."""
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        address = (source, 0) if source else None
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30, source_address=address)
         try:
             sent = {"Host": f"127.0.0.1:{self.port}", **(headers or {})}
             if method != "GET":
@@ -121,7 +132,7 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serving(site: Site, app: str) -> Iterator[Site]:
+def serving(site: Site, app: str, web_processes: int = 1) -> Iterator[Site]:
     """``offload serve`` the app (``MODULE:ATTR``) on a free port with one worker; stop everything afterwards."""
     site.port = free_port()
     env = {
@@ -132,7 +143,8 @@ def serving(site: Site, app: str) -> Iterator[Site]:
         "XDG_RUNTIME_DIR": str(site.directory),
     }
     command = [sys.executable, "-m", "offload", "serve", app, "--url", site.url]
-    command += ["--bind", f"127.0.0.1:{site.port}", "--workers", "1", "--web-processes", "1", "--concurrency", "2"]
+    command += ["--bind", f"127.0.0.1:{site.port}", "--workers", "1", "--web-processes", str(web_processes)]
+    command += ["--concurrency", "2"]
     log_path = site.directory / f"serve-{app.replace(':', '-')}.log"
     log = log_path.open("ab")
     process = subprocess.Popen(
@@ -183,14 +195,18 @@ def backend_url(request: pytest.FixtureRequest, backend: str, directory: Path) -
 
 @contextlib.contextmanager
 def deployed(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, module: str, prefix: str = ""
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    module: str,
+    prefix: str = "",
+    web_processes: int = 1,
 ) -> Iterator[Site]:
     """The app ``{module}:{prefix}{protocol}_app`` served on the protocol and backend of ``request.param``."""
     protocol, backend = request.param
     directory = tmp_path_factory.mktemp(f"{protocol}-{backend}")
     with backend_url(request, backend, directory) as url:
         site = Site(protocol, backend, url, directory)
-        with serving(site, f"{module}:{prefix}{protocol}_app"):
+        with serving(site, f"{module}:{prefix}{protocol}_app", web_processes):
             yield site
 
 

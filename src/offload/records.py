@@ -35,7 +35,7 @@ class CachedResponse:
     """A complete HTTP response: what the app answered, or an answer of offload's own.
 
     ``headers`` keeps the app's order and repeated names; names and values are
-    latin-1 strings, as in WSGI. ``created`` is when its job started and
+    latin-1 strings, as in WSGI. ``created`` is when the app answered and
     ``expires`` when it stops being fresh (Unix times; ``expires`` is 0 for
     answers of offload's own). After that it may still be served for
     ``stale`` seconds while one refresh runs (stale-while-revalidate), and for

@@ -360,7 +360,12 @@ class Worker:
                 log.info("%s -> %d in %.3fs", _describe(request), response.status, duration)
                 headers, labels = tags.from_headers(response.headers)
                 response = dataclasses.replace(
-                    response, headers=headers, created=started, duration=duration, tags=(*labels, *tagged)
+                    # Made when the app answered: its lifetimes and Age count from then, as from a Date header.
+                    response,
+                    headers=headers,
+                    created=started + duration,
+                    duration=duration,
+                    tags=(*labels, *tagged),
                 )
                 if not is_failure(response, settings):
                     self._emit("job.succeeded", request, attempt=attempt, status=response.status, seconds=duration)
