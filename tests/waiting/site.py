@@ -16,6 +16,7 @@ from urllib.parse import parse_qs
 
 from offload import ASGIMiddleware, WSGIMiddleware
 
+
 def client_id(header: Callable[[str], bytes | None], address: str) -> str | None:
     """Clients are limited by address; 127.0.0.1 is not limited."""
     return None if address == "127.0.0.1" else address
