@@ -305,8 +305,8 @@ class Offloader:
                 look = freshness.look(found, now, self.settings.early_refresh, self.random.random)
                 if look.serve:
                     # A client's no-cache never makes it wait: at most one refresh, deduplicated, once a second.
-                    asked = look.refresh or (incoming.no_cache and now - found.created > 1.0)
-                    if asked and not self._refresh_asked(key, now):
+                    wanted = look.refresh or (incoming.no_cache and now - found.created > 1.0)
+                    if (wanted or look.stale) and not self._refresh_asked(key, now) and wanted:
                         yield from self._refresh(incoming, key, primary, learned, found.created)
                     return deliver(found, now, look, incoming.conditions, self.settings.cache_status)
                 fwd = "stale"
@@ -326,7 +326,8 @@ class Offloader:
         seen = None
         if local:
             kept = local.get(key)
-            if kept is not None:
+            # A stale copy is read again from the backend: its refresh may have landed meanwhile.
+            if kept is not None and not (isinstance(kept, CachedResponse) and kept.expires <= time.time()):
                 return kept
             seen = local.generation()  # before the read: an expiry during it is not missed
         data = yield ("get", self._response_prefix + key)
@@ -529,16 +530,22 @@ class Offloader:
             return None
         now = time.time()
         look = freshness.look(found, now, self.settings.early_refresh, self.random.random)
-        if not look.serve or (look.refresh and not self._refreshing.get(key, 0.0) > now):
+        if not look.serve:
+            return None
+        # A stale copy (or one due for a refresh) is served from memory only within a second of the last look
+        # at the backend (see _refresh_asked): its refresh may have landed, and only the backend knows.
+        if (look.refresh or look.stale) and not self._refreshing.get(key, 0.0) > now:
             return None
         return deliver(found, now, look, conditions, self.settings.cache_status)
 
     def _refresh_asked(self, key: str, now: float) -> bool:
-        """Whether this process asked a refresh of ``key`` a moment ago; if not, note that it does now.
+        """Whether this process looked at ``key``'s stale answer in the backend (and asked a refresh) a moment ago.
 
-        A stale answer is served by every request until its refresh lands:
-        only the first of them in each second tries to queue one (the pending
-        marker decides, across processes, whether it is queued).
+        If not, it notes that it does now. A stale answer is served by every
+        request until its refresh lands: only the first of them in each second
+        reads it from the backend again and tries to queue a refresh (the
+        pending marker decides, across processes, whether one is queued); the
+        others are served from this process's memory.
         """
         if self._refreshing.get(key, 0.0) > now:
             return True
