@@ -84,7 +84,7 @@ class TextFormatter(logging.Formatter):
         fields = [
             f"{name}={value}"
             for name, value in record.__dict__.items()
-            if name not in _STANDARD and not name.startswith("_") and value is not None
+            if (name == "event" or name not in _STANDARD) and not name.startswith("_") and value is not None
         ]
         return f"{text} {' '.join(fields)}" if fields else text
 
