@@ -25,6 +25,7 @@ from offload.keys import Target, canonical_query, parse_query, target_from_url
 from offload.middleware import Middleware
 from offload.records import CachedResponse
 from offload.replay import REPLAY_KEY
+from offload.timing import server_timing
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -109,7 +110,10 @@ class ASGIMiddleware(Middleware[ASGIApp]):
         if response is None:
             await self.app(scope, receive, send)
             return
-        await send_response(send, response, with_body=method != "HEAD")
+        extra = None
+        if self.offloader.settings.server_timing:
+            extra = (b"server-timing", server_timing(response, started).encode("latin-1"))
+        await send_response(send, response, with_body=method != "HEAD", extra=extra)
 
 
 class BackendCalls:
@@ -226,13 +230,15 @@ def joined_headers(scope: Scope) -> dict[bytes, bytes]:
     return headers
 
 
-async def send_response(send: Send, response: CachedResponse, with_body: bool = True) -> None:
-    """Send a complete answer: its status, its headers in order, and its body unless ``with_body`` is false."""
+async def send_response(
+    send: Send, response: CachedResponse, with_body: bool = True, extra: tuple[bytes, bytes] | None = None
+) -> None:
+    """Send a complete answer: its status, its headers in order (then ``extra``), and its body unless ``with_body``."""
     await send(
         {
             "type": "http.response.start",
             "status": response.status,
-            "headers": response.raw_headers,
+            "headers": response.raw_headers if extra is None else [*response.raw_headers, extra],
         }
     )
     await send({"type": "http.response.body", "body": response.body if with_body else b"", "more_body": False})

@@ -12,6 +12,7 @@ from offload.delivery import NO_CONDITIONS, Conditions
 from offload.keys import Target, canonical_query, parse_query
 from offload.middleware import Middleware
 from offload.replay import REPLAY_KEY, environ_key
+from offload.timing import HEADER, server_timing
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment  # noqa: F401 - WSGIApplication: a string below
@@ -73,7 +74,10 @@ class WSGIMiddleware(Middleware["WSGIApplication"]):
             self.offloader.told(response, environ.get("PATH_INFO", ""), started)
         if response is None:
             return self.app(environ, start_response)
-        start_response(response.status_line, list(response.headers))
+        headers = list(response.headers)
+        if self.offloader.settings.server_timing:
+            headers.append((HEADER, server_timing(response, started)))
+        start_response(response.status_line, headers)
         return [] if method == "HEAD" else [response.body]
 
 
