@@ -21,7 +21,9 @@ Events and their fields (the names are stable):
     the worker's steps, with ``key``, ``path``, ``attempt``, ``seconds``
     (the app's time), ``status``, ``error``, and for ``job.stored`` ``waited``
     (seconds from the request that queued it to the answer: the time to
-    first fill) and ``shared`` (False for an answer for one client).
+    first fill) and ``shared`` (False for an answer for one client); each
+    carries ``trace``, the ``traceparent`` of the request that queued the job
+    (empty unless :mod:`offload.tracing` is installed).
 """
 
 from __future__ import annotations
