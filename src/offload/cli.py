@@ -387,6 +387,34 @@ def demo(bind: str, delay: float, exit_after: bool) -> None:
     sys.exit(run_demo(host, port, delay, keep_serving=not exit_after))
 
 
+@main.command()
+@url_option
+@namespace_option
+@click.option("--bind", "-b", default="127.0.0.1:8001", show_default=True, help="HOST:PORT to listen on.")
+@click.option(
+    "--auth",
+    "auth_spec",
+    default=None,
+    metavar="MODULE:ATTR",
+    help="A callable given each request, returning whether it may pass. Required unless --bind is a loopback address.",
+)
+@click.option("--read-only", is_flag=True, help="Show everything, refuse every action (retry, expire).")
+@click.option("--metrics-url", default=None, help="A Prometheus /metrics URL to read hit ratios and fill times from.")
+def dashboard(
+    url: str | None,
+    namespace: str | None,
+    bind: str,
+    auth_spec: str | None,
+    read_only: bool,
+    metrics_url: str | None,
+) -> None:
+    """Serve the dashboard: queues, running and dead jobs, slow URLs, hit ratio, expiry, for the store --url names."""
+    from offload.dashboard.serve import run_dashboard
+
+    _setup_logging("info")
+    sys.exit(run_dashboard(url, namespace, bind, auth_spec, read_only, metrics_url))
+
+
 def _serve_metrics(offloader: Any, bind: str) -> None:
     from offload import metrics
 
