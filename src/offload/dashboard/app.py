@@ -28,7 +28,7 @@ from importlib import resources
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from offload.dashboard.data import Source, overview
+from offload.dashboard.data import Source, overview, retry_dead_letter
 from offload.errors import OffloadError
 
 CSRF_COOKIE = "offload_dashboard_csrf"
@@ -183,7 +183,7 @@ class Dashboard:
     def revive(self, form: Mapping[str, Any]) -> Response:
         offloader = self.source.offloader_for(str(form.get("namespace", "")))
         job_id = str(form.get("job_id", ""))
-        if not offloader.queue.revive(job_id):
+        if not retry_dead_letter(offloader, job_id):
             return _error(404, f"no dead letter {job_id}")
         return _json(200, {"revived": job_id})
 

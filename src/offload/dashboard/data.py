@@ -107,7 +107,7 @@ def namespace_overview(offloader: Offloader, now: float) -> dict[str, Any]:
             waiting=waiting,
             running_jobs=running,
             dead_letters=dead,
-            oldest_age=max((item["age"] or 0.0 for item in waiting[:1]), default=0.0),
+            oldest_age=waiting[0]["age"] if waiting else None,
         )
         return result
     except (OffloadError, OSError) as error:
@@ -202,3 +202,30 @@ def metric_figures(metrics_url: str | None = None, samples: Callable[[], Samples
     ranked = sorted(rows, reverse=True)
     slowest = [{"pattern": pattern, "mean": mean, "count": count} for mean, pattern, count in ranked]
     return {"requests": outcomes, "fill_sum": fill_sum, "fill_count": fill_count, "slowest": slowest[:10]}
+
+
+def retry_dead_letter(offloader: Offloader, job_id: str) -> bool:
+    """Put a dead letter back in its queue so that it runs again; False if there is no such dead letter.
+
+    The failure stored when the job was buried is dropped first: a worker
+    takes an answer stored after a job was queued for that job's own answer,
+    and would acknowledge the revived job without running it.
+    """
+    from offload.records import CachedResponse
+
+    letter = next((dead for dead in offloader.queue.dead(10_000) if dead.job_id == job_id), None)
+    if letter is None:
+        return False
+    answer_key = offloader.response_key(letter.key)
+    stored = offloader.cache.get(answer_key)
+    if stored is not None:
+        try:
+            failed = CachedResponse.decode(stored).failed
+        except CorruptRecord:
+            failed = True
+        if failed:
+            offloader.cache.delete(answer_key)
+    # As a miss does: the marker says a job is queued, so requests meanwhile queue no second one.
+    marker = PendingMarker("queued", time.time()).encode()
+    offloader.cache.add(offloader.pending_key(letter.key), marker, offloader.settings.pending_ttl)
+    return offloader.queue.revive(job_id)

@@ -97,14 +97,14 @@ function namespaceSection(ns) {
   return section;
 }
 
-function draw(canvas, points, max, format) {
+function draw(canvas, points, max, format, floor = 1e-9) {
   const ctx = canvas.getContext("2d");
   const w = canvas.width, h = canvas.height, pad = 28;
   ctx.clearRect(0, 0, w, h);
   ctx.strokeStyle = "#dfe3ea";
   ctx.fillStyle = "#6b7385";
   ctx.font = "11px system-ui, sans-serif";
-  const top = max || Math.max(1e-9, ...points.filter((p) => p !== null));
+  const top = max || Math.max(floor, ...points.filter((p) => p !== null));
   for (let i = 0; i <= 2; i++) {
     const y = pad / 2 + (h - pad) * (i / 2);
     ctx.beginPath(); ctx.moveTo(pad, y); ctx.lineTo(w - 4, y); ctx.stroke();
@@ -150,8 +150,8 @@ function charts(data) {
     const sum = (name) => data.namespaces.reduce((a, ns) => a + (ns[name] || 0), 0);
     push(history.first, sum("queued"));
     push(history.second, sum("running"));
-    draw(document.getElementById("first-chart"), history.first, 0, (v) => v.toFixed(0));
-    draw(document.getElementById("second-chart"), history.second, 0, (v) => v.toFixed(0));
+    draw(document.getElementById("first-chart"), history.first, 0, (v) => v.toFixed(1), 2);
+    draw(document.getElementById("second-chart"), history.second, 0, (v) => v.toFixed(1), 2);
   }
 }
 
