@@ -8,6 +8,7 @@ and each step of a job happen, then scrapes ``/metrics`` from the web server
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from pathlib import Path
@@ -40,6 +41,7 @@ def test_every_counter_moves_under_real_traffic(stack: Stack, tmp_path: Path) ->
         "OPS_CRASH_FLAG": str(flag),
         "OPS_MAX_QUEUED": "3",
         "OFFLOAD_URL": stack.db_url,
+        "OFFLOAD_LOG_FORMAT": "json",  # offload serve --log-format json, for every process it starts
     }
     server = stack.serve(OPS_APP, workers=0, web_processes=2, **env)
 
@@ -74,22 +76,26 @@ def test_every_counter_moves_under_real_traffic(stack: Stack, tmp_path: Path) ->
     assert server.poll("/boom").status == 500
     assert server.poll("/slow?s=4").status == 504
 
-    # A worker that stalls past its lease (a pause, a frozen VM) loses the job to another claimer.
+    # A worker that stalls past its lease (a pause, a frozen VM) loses the job to another claimer. This
+    # one has a long job_timeout, so that its watchdog does not take the stalled job for a stuck one.
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait(30)
+    stalling = stack.start("worker-c", ["worker", OPS_APP], **{**env, "OPS_JOB_TIMEOUT": "120"})
     queue = open_backend(stack.db_url, "ops").queue
     assert queue is not None
-    assert server.get("/slow?s=1").status == 202
-    wait_for(lambda: queue.running(), 20, "the worker to run /slow")
-    os.kill(worker.pid, signal.SIGSTOP)
+    assert server.get("/slow?s=2").status == 202
+    wait_for(lambda: queue.running(), 30, "the worker to run /slow")
+    os.kill(stalling.pid, signal.SIGSTOP)
     try:
         stolen = wait_for(lambda: queue.claim(lease=60, wait=0.2), 20, "the lease to run out")
     finally:
-        os.kill(worker.pid, signal.SIGCONT)
+        os.kill(stalling.pid, signal.SIGCONT)
     wait_for(lambda: total(metrics(), "offload_lease_expiries_total", namespace="ops") >= 1, 20, "a lost lease")
     queue.ack(stolen)
 
     # A job that kills its worker (max_deliveries=1): the next worker keeps it as a dead letter.
     assert server.get("/crash").status == 202
-    wait_for(lambda: worker.poll() is not None, 30, "the job to kill its worker")
+    wait_for(lambda: stalling.poll() is not None, 30, "the job to kill its worker")
     other_port = free_port()
     stack.start("worker-b", ["worker", OPS_APP, "--metrics-port", f"127.0.0.1:{other_port}"], **env)
     assert server.poll("/crash").status == 500
@@ -111,6 +117,14 @@ def test_every_counter_moves_under_real_traffic(stack: Stack, tmp_path: Path) ->
     assert total(seen, "offload_fill_seconds_count", namespace="ops") >= 3
     assert total(seen, "offload_dead_letters", namespace="ops") == 1
     assert not any("report?" in labels for (_, label_set) in seen for labels in map(str, label_set))
+
+    # Every process logs one JSON line per job, per refusal and per outage.
+    logged = [json.loads(line) for line in stack.output(server.process).splitlines() if line.startswith("{")]
+    told = {line["event"] for line in logged if line["logger"] == "offload.events"}
+    assert {"request.refused", "outage.started"} <= told, told
+    jobs = [json.loads(line) for line in stack.output(worker).splitlines() if '"job.done"' in line]
+    assert {"succeeded", "failed", "timed-out"} <= {line["outcome"] for line in jobs}
+    assert all(line["ts"] and line["key"] and line["worker"] for line in jobs)
 
     # A worker's own port serves the same sums, and the gauges read from the backend.
     from_worker = metrics(other_port)

@@ -81,3 +81,13 @@ def test_old_records_without_a_trace_still_decode() -> None:
     payload = harness.offloader.queue.waiting()[0].payload
     assert b'"trace"' not in payload  # encoded only when set
     assert StoredRequest.decode(payload).trace == ""
+
+
+def test_a_trace_that_is_not_text_is_a_damaged_record() -> None:
+    from offload.errors import CorruptRecord
+
+    harness = WSGIHarness(apps.wsgi_app, url=f"memory://{uuid.uuid4().hex}")
+    harness.request("GET", "/hello")
+    payload = harness.offloader.queue.waiting()[0].payload
+    with pytest.raises(CorruptRecord):
+        StoredRequest.decode(payload.replace(b'"enqueued":', b'"trace":7,"enqueued":'))

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import offload
+import offload.logs
 import offload.metrics
 
 if TYPE_CHECKING:
@@ -57,6 +58,7 @@ passing = offload.WSGIMiddleware(bare, url=DOWN, namespace="ops-pass", passthrou
 if os.environ.get("OPS_METRICS"):
     for middleware in (main, down, passing):
         offload.metrics.install(middleware, patterns=PATTERNS)
+        offload.logs.install(middleware)  # offload serve --log-format logs the middleware it finds, not these
 
 
 class Dispatcher:
