@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint check clean
+.PHONY: setup demo test lint check clean docs
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,8 +29,13 @@ lint: setup
 
 check: lint test
 
+# The docs site (mkdocs-material, the reference from the docstrings), warnings as errors.
+docs: setup
+	$(BIN)/python -m pip install --quiet -e '.[docs]'
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist src/*.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist site src/*.egg-info
 
 # The chaos harness (docs/RELIABILITY.md); its needs are in the setup's extras.
 # CHAOS_ARGS="--mode long" for a release check, "--backend sqlite" for one backend.

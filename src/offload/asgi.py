@@ -26,6 +26,7 @@ from offload.keys import Target, canonical_query, parse_query, target_from_url
 from offload.middleware import Middleware
 from offload.records import CachedResponse
 from offload.replay import REPLAY_KEY
+from offload.timing import server_timing
 from offload.waiting import asks_no_cache, preferred_wait, prefers_async
 
 Scope = MutableMapping[str, Any]
@@ -124,7 +125,10 @@ class ASGIMiddleware(Middleware[ASGIApp]):
         if response is None:
             await self.app(scope, receive, self._passing(send, "bypass"))
             return
-        await send_response(send, response, with_body=method != "HEAD")
+        extra = None
+        if self.offloader.settings.server_timing:
+            extra = (b"server-timing", server_timing(response, started).encode("latin-1"))
+        await send_response(send, response, with_body=method != "HEAD", extra=extra)
 
     def _passing(self, send: Send, fwd: str) -> Send:
         """``send`` adding ``Cache-Status: offload; fwd=...`` to what the app answers by itself."""
@@ -272,13 +276,15 @@ def joined_headers(scope: Scope) -> dict[bytes, bytes]:
     return headers
 
 
-async def send_response(send: Send, response: CachedResponse, with_body: bool = True) -> None:
-    """Send a complete answer: its status, its headers in order, and its body unless ``with_body`` is false."""
+async def send_response(
+    send: Send, response: CachedResponse, with_body: bool = True, extra: tuple[bytes, bytes] | None = None
+) -> None:
+    """Send a complete answer: its status, its headers in order (then ``extra``), and its body unless ``with_body``."""
     await send(
         {
             "type": "http.response.start",
             "status": response.status,
-            "headers": response.raw_headers,
+            "headers": response.raw_headers if extra is None else [*response.raw_headers, extra],
         }
     )
     await send({"type": "http.response.body", "body": response.body if with_body else b"", "more_body": False})

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import click
 
+from offload import logs
 from offload.backends import DEFAULT_NAMESPACE, Cache, Queue, open_backend, resolve_url
 from offload.errors import OffloadError
 from offload.keys import target_from_url
@@ -97,6 +98,18 @@ def protocol_option(func: F) -> F:
     )(func)
 
 
+def log_format_option(func: F) -> F:
+    """``--log-format``: timestamped text lines, or one JSON object per line."""
+    return click.option(
+        "--log-format",
+        type=click.Choice(["text", "json"]),
+        envvar="OFFLOAD_LOG_FORMAT",
+        default="text",
+        show_default=True,
+        help="Log lines as text or as one JSON object per line [env: OFFLOAD_LOG_FORMAT]",
+    )(func)
+
+
 def _setup_logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s", stream=sys.stderr
@@ -128,6 +141,13 @@ def main() -> None:
 @click.option(
     "--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"])
 )
+@log_format_option
+@click.option(
+    "--metrics-port",
+    default=None,
+    metavar="[HOST:]PORT",
+    help="Serve Prometheus metrics on this port (all interfaces unless HOST is given); needs offload[metrics].",
+)
 def worker(
     app: str,
     url: str | None,
@@ -138,6 +158,8 @@ def worker(
     nice: int,
     protocol: str,
     log_level: str,
+    log_format: str,
+    metrics_port: str | None,
 ) -> None:
     """Process queued jobs for APP (MODULE:ATTR, the app wrapped in offload's middleware or the bare app)."""
     from offload.core import Offloader
@@ -147,7 +169,7 @@ def worker(
     from offload.settings import Settings
     from offload.worker import Worker
 
-    _setup_logging(log_level)
+    logs.configure(json=log_format == "json", level=log_level)
     target = _load(app, import_app)
     found = find_offloader(target)
     if found is not None and not (url or cache_url or queue_url):
@@ -161,6 +183,11 @@ def worker(
             queue=open_queue(url, queue_url, namespace) if queue_url else None,
             settings=settings,
         )
+        if found is not None:  # listeners the app's module installed (metrics, logs, traces) follow
+            offloader.events = found.events
+    logs.install(offloader)
+    if metrics_port is not None:
+        _serve_metrics(offloader, metrics_port)
     replay = replayer_for(target, None if protocol == "auto" else protocol)
     logging.getLogger("offload.worker").info(
         "worker for %s (namespace %s) on %s, %d thread(s)%s",
@@ -193,6 +220,7 @@ def worker(
 @click.option(
     "--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"])
 )
+@log_format_option
 def serve(
     app: str,
     url: str | None,
@@ -204,12 +232,15 @@ def serve(
     concurrency: int,
     protocol: str,
     log_level: str,
+    log_format: str,
 ) -> None:
     """Serve APP over HTTP (gunicorn for WSGI, uvicorn for ASGI) and run its worker processes."""
     from offload.importer import import_app
     from offload.serving import Supervisor, parse_bind
 
-    _setup_logging(log_level)
+    logs.configure(json=log_format == "json", level=log_level)
+    if log_format == "json":  # the web and worker processes read it
+        os.environ["OFFLOAD_LOG_FORMAT"] = "json"
     try:
         host, port = parse_bind(bind)
     except ValueError as error:
@@ -410,6 +441,45 @@ def demo(bind: str, delay: float, exit_after: bool) -> None:
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--bind") from None
     sys.exit(run_demo(host, port, delay, keep_serving=not exit_after))
+
+
+@main.command()
+@url_option
+@namespace_option
+@click.option("--bind", "-b", default="127.0.0.1:8001", show_default=True, help="HOST:PORT to listen on.")
+@click.option(
+    "--auth",
+    "auth_spec",
+    default=None,
+    metavar="MODULE:ATTR",
+    help="A callable given each request, returning whether it may pass. Required unless --bind is a loopback address.",
+)
+@click.option("--read-only", is_flag=True, help="Show everything, refuse every action (retry, expire).")
+@click.option("--metrics-url", default=None, help="A Prometheus /metrics URL to read hit ratios and fill times from.")
+def dashboard(
+    url: str | None,
+    namespace: str | None,
+    bind: str,
+    auth_spec: str | None,
+    read_only: bool,
+    metrics_url: str | None,
+) -> None:
+    """Serve the dashboard: queues, running and dead jobs, slow URLs, hit ratio, expiry, for the store --url names."""
+    from offload.dashboard.serve import run_dashboard
+
+    _setup_logging("info")
+    sys.exit(run_dashboard(url, namespace, bind, auth_spec, read_only, metrics_url))
+
+
+def _serve_metrics(offloader: Any, bind: str) -> None:
+    from offload import metrics
+
+    try:
+        metrics.install(offloader)
+        host, port = metrics.serve(bind)
+    except (OffloadError, ValueError, OSError) as error:
+        raise click.BadParameter(str(error), param_hint="--metrics-port") from None
+    logging.getLogger("offload.worker").info("metrics on http://%s:%d/metrics", host, port)
 
 
 def _load(spec: str, importer: Callable[[str], Any]) -> Any:

@@ -185,6 +185,8 @@ class Offloader:
         self._attempts_prefix = f"{prefix}:a:"
         s = self.settings
         self.events = Events()
+        #: Gives the ``traceparent`` a queued job carries (set by :func:`offload.tracing.install`), else None.
+        self.trace_context: Callable[[], str] | None = None
         status = with_status if s.cache_status else _unchanged
         #: The 202s, by the Cache-Status ``fwd`` they say and whether the job was queued already.
         self.accepted: dict[tuple[Any, ...], CachedResponse] = {
@@ -473,7 +475,8 @@ class Offloader:
         size += sum(len(name) + 2 for name in present)
         if size > self.settings.max_headers:
             raise RequestTooLarge()
-        return StoredRequest(key, primary, incoming.target, tuple(headers), vary, learned, present)
+        trace = self.trace_context() if self.trace_context is not None else ""
+        return StoredRequest(key, primary, incoming.target, tuple(headers), vary, learned, present, trace=trace)
 
     def _make_local_tier(self) -> LocalTier | Literal[False]:
         """The in-process tier, if enabled and the cache can say cheaply when to drop it."""

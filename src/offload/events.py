@@ -21,14 +21,19 @@ Events and their fields (the names are stable):
     the worker's steps, with ``key``, ``path``, ``attempt``, ``seconds``
     (the app's time), ``status``, ``error``, and for ``job.stored`` ``waited``
     (seconds from the request that queued it to the answer: the time to
-    first fill) and ``shared`` (False for an answer for one client).
+    first fill) and ``shared`` (False for an answer for one client); each
+    carries ``trace``, the ``traceparent`` of the request that queued the job
+    (empty unless :mod:`offload.tracing` is installed).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from offload.core import Offloader
 
 log = logging.getLogger("offload")
 
@@ -59,3 +64,17 @@ class Events:
             except Exception:
                 log.exception("an offload event listener failed on %s; it is removed", name)
                 self.listeners = tuple(other for other in self.listeners if other is not listener)
+
+
+def offloader_of(target: Any) -> Offloader:
+    """The offloader of a middleware, of an app that holds one, or the offloader itself: where listeners go."""
+    from offload.core import Offloader
+    from offload.errors import ConfigurationError
+    from offload.importer import find_offloader
+
+    if isinstance(target, Offloader):
+        return target
+    found = find_offloader(target)
+    if found is None:
+        raise ConfigurationError(f"{target!r} holds no offload middleware")
+    return found

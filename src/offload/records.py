@@ -188,6 +188,9 @@ class StoredRequest:
     key the answer is stored under, ``primary`` the key of the URL before
     learned headers: a worker checks both against the stored inputs.
     Never stored: a request body, the client's address, any other header.
+    ``trace`` is the W3C ``traceparent`` of the request that queued the job
+    (set by :mod:`offload.tracing`, empty otherwise), so the job's span links
+    to it; it is not part of the key, and records without it decode as before.
     """
 
     key: str
@@ -198,6 +201,7 @@ class StoredRequest:
     learned: tuple[str, ...] = ()  # the keyed headers learned from the app's Vary, sorted
     present: tuple[str, ...] = ()  # names of the other headers the client sent
     enqueued: float = field(default_factory=time.time)
+    trace: str = ""
 
     def header(self, name: str) -> bytes | None:
         for key, value in self.headers:
@@ -223,6 +227,8 @@ class StoredRequest:
             "present": list(self.present),
             "enqueued": self.enqueued,
         }
+        if self.trace:
+            meta["trace"] = self.trace
         return MAGIC + _dump(meta) + b"\n"
 
     @classmethod
@@ -254,7 +260,10 @@ class StoredRequest:
         )
         headers = tuple((name.decode("latin-1"), value) for name, value in _request_headers(meta.get("headers")))
         vary, learned, present = (tuple(group) for group in names)
-        return cls(key, primary, target, headers, vary, learned, present, float(enqueued))
+        trace = meta.get("trace", "")
+        if not isinstance(trace, str):
+            raise CorruptRecord("request record has an invalid trace")
+        return cls(key, primary, target, headers, vary, learned, present, float(enqueued), trace)
 
 
 @dataclass(frozen=True, slots=True)

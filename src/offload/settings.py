@@ -84,6 +84,7 @@ class Settings:
     local_ttl: float = 60.0
     local_max_answer: int = 1 * MIB
     key_memo: int = 4 * MIB
+    server_timing: bool = False
     _ttl_rules: tuple[tuple[Callable[[str], bool], float], ...] = field(default=(), repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -355,6 +355,7 @@ class Worker:
                 invalid = [name for name, value in response.headers if not is_valid_header(name, value)]
                 if invalid:
                     log.error("%s: the app sent headers that cannot be sent on: %r", _describe(request), invalid)
+                    self._emit("job.failed", request, attempt=attempt, status=502, error="invalid header")
                     return self._failure(502, "offload: the app answered with a header that cannot be sent on\n")
                 duration = time.time() - started
                 log.info("%s -> %d in %.3fs", _describe(request), response.status, duration)
@@ -468,7 +469,8 @@ class Worker:
     def _emit(self, name: str, request: StoredRequest, **fields: Any) -> None:
         events = self.offloader.events
         if events.listeners:
-            events.emit(name, key=request.key, path=request.target.full_path.decode("latin-1"), **fields)
+            path = request.target.full_path.decode("latin-1")
+            events.emit(name, key=request.key, path=path, trace=request.trace, **fields)
 
     def _ack(self, claim: Claim) -> None:
         try:

@@ -14,6 +14,7 @@ from offload.keys import Target, canonical_query, parse_query
 from offload.middleware import Middleware
 from offload.records import CachedResponse
 from offload.replay import REPLAY_KEY, environ_key
+from offload.timing import HEADER, server_timing
 from offload.waiting import asks_no_cache, preferred_wait, prefers_async
 
 if TYPE_CHECKING:
@@ -88,7 +89,10 @@ class WSGIMiddleware(Middleware["WSGIApplication"]):
             self.offloader.told(response, environ.get("PATH_INFO", ""), started)
         if response is None:
             return self.app(environ, self._passing(start_response, "bypass"))
-        start_response(response.status_line, list(response.headers))
+        headers = list(response.headers)
+        if self.offloader.settings.server_timing:
+            headers.append((HEADER, server_timing(response, started)))
+        start_response(response.status_line, headers)
         return [] if method == "HEAD" else [response.body]
 
     def _passing(self, start_response: StartResponse, fwd: str) -> StartResponse:

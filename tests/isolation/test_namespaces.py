@@ -14,10 +14,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.deployments import BACKENDS, PROTOCOLS, Site, backend_url, serving
+from tests.deployments import COMBINATIONS, Site, backend_url, combination_id, serving
 
 
-@pytest.fixture(scope="module", params=[(p, b) for p in PROTOCOLS for b in BACKENDS], ids=lambda p: f"{p[0]}-{p[1]}")
+@pytest.fixture(scope="module", params=COMBINATIONS, ids=combination_id)
 def two_sites(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Site, Site]]:
     protocol, backend = request.param
     directory = tmp_path_factory.mktemp(f"namespaces-{protocol}-{backend}")

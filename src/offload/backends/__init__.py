@@ -22,6 +22,7 @@ from offload.backends.base import (
     ExpiryRule,
     IndexEntry,
     Queue,
+    QueuedJob,
     check_namespace,
 )
 from offload.errors import ConfigurationError
@@ -36,6 +37,7 @@ __all__ = [
     "ExpiryRule",
     "IndexEntry",
     "Queue",
+    "QueuedJob",
     "open_backend",
     "resolve_url",
 ]

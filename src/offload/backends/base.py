@@ -318,6 +318,20 @@ class DeadJob:
     buried: float  # Unix time
 
 
+@dataclass(frozen=True, slots=True)
+class QueuedJob:
+    """A job still in the queue, as :meth:`Queue.waiting` and :meth:`Queue.running` list it for operators.
+
+    ``leased_until`` is the Unix time the lease of a running job runs out
+    (None for a waiting one): past it, another worker may take the job.
+    """
+
+    job_id: str
+    key: str
+    payload: bytes
+    leased_until: float | None = None
+
+
 class Queue(ABC):
     """A reliable job queue for one namespace: a claimed job is leased, and comes back if its lease runs out."""
 
@@ -380,6 +394,24 @@ class Queue(ABC):
     @abstractmethod
     def stats(self) -> dict[str, int]:
         """Counts of jobs: ``{"queued": n, "running": m, "dead": d}``."""
+
+    def waiting(self, limit: int = 100) -> list[QueuedJob]:
+        """Up to ``limit`` jobs waiting for a worker, the next one to be claimed first.
+
+        For operators (the dashboard, the queue-age gauge), not for workers:
+        it takes nothing. Jobs held back by a release delay may be left out.
+        Every backend module overrides it; a queue that cannot list its jobs
+        (one whose own workers run them: RQ, Celery) returns ``[]``.
+        """
+        return []
+
+    def running(self, limit: int = 100) -> list[QueuedJob]:
+        """Up to ``limit`` jobs a worker holds a live lease on, the lease that runs out first first.
+
+        Each has ``leased_until``. As :meth:`waiting`: for operators; ``[]``
+        from a queue that cannot tell.
+        """
+        return []
 
     @abstractmethod
     def namespaces(self) -> list[str]:

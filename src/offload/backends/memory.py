@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from offload.backends.base import Cache, Claim, DeadJob, ExpiryRule, IndexEntry, Queue, Restamp
+from offload.backends.base import Cache, Claim, DeadJob, ExpiryRule, IndexEntry, Queue, QueuedJob, Restamp
 from offload.errors import QueueFull
 
 if TYPE_CHECKING:
@@ -315,6 +315,18 @@ class MemoryQueue(Queue):
         with self._ready:
             self._requeue_expired(time.monotonic())
             return {"queued": len(self._waiting), "running": len(self._leased), "dead": len(self._dead)}
+
+    def waiting(self, limit: int = 100) -> list[QueuedJob]:
+        with self._ready:
+            self._requeue_expired(time.monotonic())
+            return [QueuedJob(job.job_id, job.key, job.payload) for job in list(self._waiting)[:limit]]
+
+    def running(self, limit: int = 100) -> list[QueuedJob]:
+        with self._ready:
+            now, wall = time.monotonic(), time.time()
+            self._requeue_expired(now)
+            leased = sorted(self._leased.values(), key=lambda held: held[1])[:limit]
+            return [QueuedJob(claim.job_id, claim.key, claim.payload, wall + until - now) for claim, until in leased]
 
     def namespaces(self) -> list[str]:
         with _STORES_LOCK:

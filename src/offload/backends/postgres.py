@@ -93,8 +93,16 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from offload.backends import DEFAULT_NAMESPACE, Cache, Claim, DeadJob, ExpiryRule, IndexEntry, Queue
-from offload.backends.base import Restamp, as_bytes
-from offload.backends.sql_common import LOG_SECONDS, claimed, dead_letter, expiry_after, plan_expiry, restamped
+from offload.backends.base import QueuedJob, Restamp, as_bytes
+from offload.backends.sql_common import (
+    LOG_SECONDS,
+    claimed,
+    dead_letter,
+    expiry_after,
+    plan_expiry,
+    queued_job,
+    restamped,
+)
 from offload.errors import BackendUnavailable, MissingDependency, QueueFull
 from offload.keys import canonical_path
 
@@ -866,6 +874,22 @@ class PostgresQueue(Queue):
         row = self.db.run(lambda conn: conn.execute(query, {"ns": self.namespace}).fetchone())
         queued, running, dead = row or (0, 0, 0)
         return {"queued": int(queued), "running": int(running), "dead": int(dead)}
+
+    def waiting(self, limit: int = 100) -> list[QueuedJob]:
+        query = self.db.sql(
+            "SELECT id, key, payload FROM {jobs} WHERE namespace = %s AND (leased_until IS NULL OR "
+            "(token IS NOT NULL AND leased_until <= now())) ORDER BY id LIMIT %s"
+        )
+        rows = self.db.run(lambda conn: conn.execute(query, (self.namespace, limit)).fetchall())
+        return [queued_job(row) for row in rows]
+
+    def running(self, limit: int = 100) -> list[QueuedJob]:
+        query = self.db.sql(
+            "SELECT id, key, payload, extract(epoch FROM leased_until) FROM {jobs} WHERE namespace = %s "
+            "AND token IS NOT NULL AND leased_until > now() ORDER BY leased_until, id LIMIT %s"
+        )
+        rows = self.db.run(lambda conn: conn.execute(query, (self.namespace, limit)).fetchall())
+        return [queued_job(row) for row in rows]
 
     def namespaces(self) -> list[str]:
         query = self.db.sql("SELECT namespace FROM {jobs} UNION SELECT namespace FROM {dead}")

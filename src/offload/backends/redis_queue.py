@@ -40,7 +40,7 @@ import time
 import uuid
 from typing import Any
 
-from offload.backends.base import DEFAULT_NAMESPACE, Claim, DeadJob, Queue
+from offload.backends.base import DEFAULT_NAMESPACE, Claim, DeadJob, Queue, QueuedJob
 from offload.backends.redis_connection import NOW, RECHECK, RedisConnection, is_nogroup, live_namespaces, ms, redis
 from offload.errors import BackendUnavailable, QueueFull
 
@@ -204,6 +204,47 @@ return 1
 """
 )
 
+# KEYS: stream. ARGV: group, horizon ms. The jobs whose lease runs: id, fields, Unix ms the lease runs out.
+_RUNNING = (
+    NOW
+    + """
+local ok, summary = pcall(redis.call, 'XPENDING', KEYS[1], ARGV[1])
+if not ok or summary[1] == 0 then return {} end
+local horizon, out = tonumber(ARGV[2]), {}
+for _, held in ipairs(redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', summary[1])) do
+  if held[3] < horizon then
+    local entry = redis.call('XRANGE', KEYS[1], held[1], held[1])[1]
+    if entry then table.insert(out, {entry[1], entry[2], now - held[3] + horizon}) end
+  end
+end
+return out
+"""
+)
+
+# KEYS: stream. ARGV: group, horizon ms, limit. The jobs a claim takes next: lapsed leases, then new entries.
+_WAITING_JOBS = """
+local limit, horizon, out = tonumber(ARGV[3]), tonumber(ARGV[2]), {}
+local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', KEYS[1])
+if not ok then return out end
+local last = '0-0'
+for _, group in ipairs(groups) do
+  for i = 1, #group - 1, 2 do
+    if group[i] == 'name' and group[i + 1] ~= ARGV[1] then break end
+    if group[i] == 'last-delivered-id' then last = group[i + 1] end
+  end
+end
+for _, held in ipairs(redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', horizon, '-', '+', limit)) do
+  local entry = redis.call('XRANGE', KEYS[1], held[1], held[1])[1]
+  if entry then table.insert(out, entry) end
+end
+if #out < limit then
+  for _, entry in ipairs(redis.call('XRANGE', KEYS[1], '(' .. last, '+', 'COUNT', limit - #out)) do
+    table.insert(out, entry)
+  end
+end
+return out
+"""
+
 # KEYS: stream. ARGV: group, consumer. Forgets a consumer that holds no job.
 _FORGET_CONSUMER = """
 local ok, held = pcall(redis.call, 'XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2])
@@ -337,6 +378,15 @@ class RedisQueue(Queue):
         queued, running, dead = self._run(_STATS, [self.stream, self.names.delayed, self.names.dead], [self._horizon])
         return {"queued": int(queued), "running": int(running), "dead": int(dead)}
 
+    def waiting(self, limit: int = 100) -> list[QueuedJob]:
+        found = self._run(_WAITING_JOBS, [self.stream], [self._horizon, limit])
+        return [_queued_job(job_id, fields) for job_id, fields in found]
+
+    def running(self, limit: int = 100) -> list[QueuedJob]:
+        found = self._run(_RUNNING, [self.stream], [self._horizon])
+        jobs = [_queued_job(job_id, fields, int(until) / 1000) for job_id, fields, until in found]
+        return sorted(jobs, key=lambda job: job.leased_until or 0.0)[:limit]
+
     def namespaces(self) -> list[str]:
         return sorted(namespace for namespace, (_, _, jobs) in live_namespaces(self.redis, self.names).items() if jobs)
 
@@ -356,6 +406,13 @@ class RedisQueue(Queue):
     async def aclose(self) -> None:
         """Close the connections of the running event loop; call it before the loop ends."""
         await self.redis.aclose()
+
+
+def _queued_job(job_id: bytes, fields: Any, leased_until: float | None = None) -> QueuedJob:
+    """A job as a script hands it over: its id and its fields as a flat list of names and values."""
+    named = dict(zip(fields[::2], fields[1::2], strict=False))
+    key, payload = named.get(b"k", b""), named.get(b"p", b"")
+    return QueuedJob(job_id.decode(), key.decode("utf-8", "surrogateescape"), payload, leased_until)
 
 
 def _dead_job(job_id: bytes, fields: dict[bytes, bytes]) -> DeadJob:

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from offload.backends.base import Claim, DeadJob, ExpiryRule, IndexEntry, Restamp, as_bytes
+from offload.backends.base import Claim, DeadJob, ExpiryRule, IndexEntry, QueuedJob, Restamp, as_bytes
 
 #: How long an expiry stays in the log that finishing jobs consult (the contract asks for an hour at least).
 LOG_SECONDS = 3600.0
@@ -103,6 +103,13 @@ def claimed(row: Sequence[object], token: str) -> Claim:
     """A claim from an ``(id, key, payload)`` row; a payload that is not bytes is handed over as ``b""``."""
     job_id, key, payload = row
     return Claim(str(job_id), as_text(key), as_bytes(payload) or b"", token)
+
+
+def queued_job(row: Sequence[Any]) -> QueuedJob:
+    """A job from an ``(id, key, payload)`` row, or ``(id, key, payload, leased_until)`` (Unix seconds)."""
+    job_id, key, payload = row[:3]
+    leased_until = float(row[3]) if len(row) > 3 and row[3] is not None else None
+    return QueuedJob(str(job_id), as_text(key), as_bytes(payload) or b"", leased_until)
 
 
 def dead_letter(row: Sequence[Any]) -> DeadJob:

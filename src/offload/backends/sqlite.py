@@ -76,8 +76,16 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 from offload.backends import DEFAULT_NAMESPACE, Cache, Claim, DeadJob, ExpiryRule, IndexEntry, Queue
-from offload.backends.base import Restamp, as_bytes
-from offload.backends.sql_common import LOG_SECONDS, claimed, dead_letter, expiry_after, plan_expiry, restamped
+from offload.backends.base import QueuedJob, Restamp, as_bytes
+from offload.backends.sql_common import (
+    LOG_SECONDS,
+    claimed,
+    dead_letter,
+    expiry_after,
+    plan_expiry,
+    queued_job,
+    restamped,
+)
 from offload.errors import BackendUnavailable, ConfigurationError, QueueFull
 from offload.keys import glob_pattern
 
@@ -698,6 +706,22 @@ class SQLiteQueue(Queue):
             (self.namespace, time.time()),
         ).fetchone()
         return {"queued": int(row[0]), "running": int(row[1]), "dead": int(row[2])}
+
+    def waiting(self, limit: int = 100) -> list[QueuedJob]:
+        rows = self.db.run(
+            "SELECT id, key, payload FROM offload_jobs WHERE namespace = ? AND (leased_until IS NULL OR "
+            "(token IS NOT NULL AND leased_until <= ?)) ORDER BY id LIMIT ?",
+            (self.namespace, time.time(), limit),
+        ).fetchall()
+        return [queued_job(row) for row in rows]
+
+    def running(self, limit: int = 100) -> list[QueuedJob]:
+        rows = self.db.run(
+            "SELECT id, key, payload, leased_until FROM offload_jobs WHERE namespace = ? AND token IS NOT NULL "
+            "AND leased_until > ? ORDER BY leased_until, id LIMIT ?",
+            (self.namespace, time.time(), limit),
+        ).fetchall()
+        return [queued_job(row) for row in rows]
 
     def namespaces(self) -> list[str]:
         rows = self.db.run("SELECT namespace FROM offload_jobs UNION SELECT namespace FROM offload_dead")
