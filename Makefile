@@ -50,3 +50,14 @@ bench: setup
 	command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python -m offload_bench.bench $(BENCH_ARGS)
+
+# The HTTP caching conformance harness (offload_bench/conformance.py): the public test
+# suite of github.com/http-tests/cache-tests run against the proxy, not part of `make test`.
+# It needs Node.js and npm, and the suite checked out in CACHE_TESTS_DIR.
+# CONFORMANCE_ARGS="--no-cache" for the pass-through baseline, "--id TEST" for one test.
+.PHONY: conformance conformance-suite
+conformance-suite:
+	@test -n "$(CACHE_TESTS_DIR)" || { echo "make conformance: CACHE_TESTS_DIR is not set; fetch the suite with: git clone https://github.com/http-tests/cache-tests /tmp/cache-tests && (cd /tmp/cache-tests && npm install), then run: make conformance CACHE_TESTS_DIR=/tmp/cache-tests" >&2; exit 2; }
+
+conformance: conformance-suite setup
+	CACHE_TESTS_DIR="$(CACHE_TESTS_DIR)" $(BIN)/python -m offload_bench.conformance $(CONFORMANCE_ARGS)
