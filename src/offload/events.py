@@ -30,10 +30,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from offload.core import Offloader
+from typing import Any
 
 log = logging.getLogger("offload")
 
@@ -64,17 +61,3 @@ class Events:
             except Exception:
                 log.exception("an offload event listener failed on %s; it is removed", name)
                 self.listeners = tuple(other for other in self.listeners if other is not listener)
-
-
-def offloader_of(target: Any) -> Offloader:
-    """The offloader of a middleware, of an app that holds one, or the offloader itself: where listeners go."""
-    from offload.core import Offloader
-    from offload.errors import ConfigurationError
-    from offload.importer import find_offloader
-
-    if isinstance(target, Offloader):
-        return target
-    found = find_offloader(target)
-    if found is None:
-        raise ConfigurationError(f"{target!r} holds no offload middleware")
-    return found

@@ -73,3 +73,13 @@ def _build_starlette_stack(app: Any) -> None:
     classes = [getattr(entry, "cls", None) for entry in entries]
     if any(getattr(cls, "offload_middleware", False) is True for cls in classes):
         app.middleware_stack = build()
+
+
+def offloader_of(target: Any) -> Offloader:
+    """The offloader of a middleware, of an app that holds one, or the offloader itself: where listeners go."""
+    if isinstance(target, Offloader):
+        return target
+    found = find_offloader(target)
+    if found is None:
+        raise ConfigurationError(f"{target!r} holds no offload middleware")
+    return found

@@ -38,7 +38,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
-from offload.events import Listener, offloader_of
+from offload.events import Listener
+from offload.importer import offloader_of
 
 #: The logger the event lines are written to.
 EVENTS_LOGGER = "offload.events"

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from offload.core import Offloader
 from offload.errors import ConfigurationError, MissingDependency, OffloadError
-from offload.events import offloader_of
+from offload.importer import offloader_of
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry

@@ -39,7 +39,7 @@ __all__ = ["Auth", "Dashboard", "Request", "asgi_app", "basic_auth", "loopback_o
 def _dashboard(
     target: Any, url: str | None, namespace: str | None, auth: Auth, read_only: bool, metrics_url: str | None
 ) -> Dashboard:
-    from offload.events import offloader_of
+    from offload.importer import offloader_of
 
     offloader = offloader_of(target) if target is not None else None
     return Dashboard(Source(offloader, url, namespace, metrics_url), auth, read_only=read_only)
