@@ -30,6 +30,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from urllib.parse import quote
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -497,7 +498,10 @@ class Worker:
 def _url(request: StoredRequest) -> str:
     """The path and query of a request, as a status monitor sends a client back to it."""
     target = request.target
-    path = canonical_path(target.full_path) if target.raw_path is None else target.raw_path.decode("latin-1")
+    if target.raw_path is None:
+        path = canonical_path(target.full_path)
+    else:  # as sent, its escapes kept, anything unsafe in a header escaped too
+        path = quote(target.raw_path, "/:@!$&'()*+,;=-._~%")
     return f"{path}?{target.query.decode('latin-1')}" if target.query else path
 
 
