@@ -19,8 +19,12 @@ setup: $(STAMP)
 demo: setup
 	$(BIN)/offload demo
 
+# Three test processes (pytest-xdist): most tests wait on servers, so two cores run three at a time;
+# each file's tests stay on one process, so a module's servers start once.
+TEST_PROCESSES ?= 3
+
 test: setup
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_PROCESSES) --dist loadfile $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check src tests offload_bench
