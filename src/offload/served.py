@@ -16,6 +16,9 @@ from offload.replay import is_asgi
 
 
 def load() -> Any:
+    from offload.logs import configure_server_process
+
+    configure_server_process()
     spec = os.environ.get("OFFLOAD_APP")
     if not spec:
         raise ConfigurationError("OFFLOAD_APP is not set: run the app with `offload serve MODULE:ATTR`")
