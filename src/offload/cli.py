@@ -395,15 +395,17 @@ def demo(bind: str, delay: float, exit_after: bool) -> None:
 
 
 def _check_urls(url: str | None, cache_url: str | None, queue_url: str | None) -> None:
-    """Check the backend URLs the options (or ``OFFLOAD_URL``) name, before anything starts."""
-    named = [("--url", url or os.environ.get("OFFLOAD_URL"))]
-    if not url and os.environ.get("OFFLOAD_URL"):
-        named = [("OFFLOAD_URL", os.environ["OFFLOAD_URL"])]
-    for option, value in [*named, ("--cache", cache_url), ("--queue", queue_url)]:
+    """Check the backend URLs the options (or their environment variables) name, before anything starts."""
+    named = [("url", "--url", "OFFLOAD_URL", url), ("cache_url", "--cache", "OFFLOAD_CACHE_URL", cache_url)]
+    named.append(("queue_url", "--queue", "OFFLOAD_QUEUE_URL", queue_url))
+    context = click.get_current_context(silent=True)
+    for name, option, variable, value in named:
         try:
             check_part(value)
         except OffloadError as error:
-            raise BadInput(f"{option}: {error}") from None
+            source = context.get_parameter_source(name) if context is not None else None
+            where = variable if source is click.core.ParameterSource.ENVIRONMENT else option
+            raise BadInput(f"{where}: {error}") from None
 
 
 def _check_opens(offloader: Any) -> None:
