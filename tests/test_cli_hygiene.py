@@ -16,7 +16,7 @@ import pytest
 
 from tests.examples import Example, example, wait_for
 
-APP = '''
+APP = """
 from flask import Flask
 
 import offload
@@ -30,13 +30,13 @@ def report():
 
 
 app.wsgi_app = offload.WSGIMiddleware(app.wsgi_app, url=URL)
-'''
+"""
 
-BROKEN = '''
+BROKEN = """
 import offload
 
 app = offload.WSGIMiddleware(lifespan)
-'''
+"""
 
 #: A log line's start: offload's format, or gunicorn's own.
 TIMESTAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} |\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4}\] )")
@@ -99,7 +99,9 @@ def test_status_and_expire_never_create_a_store(ex: Example) -> None:
         one_line_error(ex.run(f"offload {command}"), 1, "no offload store at", "offload.sqlite3", "--app")
     one_line_error(ex.run("offload status --url sqlite:///elsewhere.db"), 1, "elsewhere.db")
     one_line_error(ex.run("offload status --url memory://"), 1, "inside the process")
-    assert sorted(path.name for path in ex.directory.iterdir() if "sqlite" in path.name or "elsewhere" in path.name) == []
+    assert (
+        sorted(path.name for path in ex.directory.iterdir() if "sqlite" in path.name or "elsewhere" in path.name) == []
+    )
 
 
 def test_status_and_expire_use_the_apps_own_backend_and_namespace(ex: Example) -> None:

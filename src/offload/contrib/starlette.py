@@ -86,5 +86,9 @@ class RouteMarks:
             inner = getattr(route, "routes", None)
             if inner:  # a Mount or a Host: look in what it holds, as the router does
                 return self._find(inner, {**scope, **child})
-            return marked(getattr(route, "endpoint", None))
+            included = getattr(route, "original_router", None)
+            if included is not None and "endpoint" not in child:  # FastAPI's include_router(), with its prefix
+                prefix = getattr(getattr(route, "include_context", None), "prefix", "")
+                return self._find(included.routes, {**scope, "root_path": scope.get("root_path", "") + prefix})
+            return marked(child.get("endpoint", getattr(route, "endpoint", None)))
         return None
