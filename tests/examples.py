@@ -17,6 +17,7 @@ when the example closes. Nothing sleeps for a fixed time.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import http.client
 import os
@@ -106,6 +107,23 @@ class Document:
         return matches[0]
 
 
+def claimed_markers(name: str, document: str = "README") -> set[str]:
+    """The texts a test module passes to ``<document>.block(...)``: the blocks it runs."""
+    tree = ast.parse((ROOT / name).read_text("utf-8"))
+    return {
+        node.args[0].value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "block"
+        and isinstance(node.func.value, ast.Name)
+        and node.func.value.id == document
+        and node.args
+        and isinstance(node.args[0], ast.Constant)
+        and isinstance(node.args[0].value, str)
+    }
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -149,7 +167,11 @@ class Example:
     _outputs: list[IO[bytes]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        base = {name: value for name, value in os.environ.items() if not name.startswith(("OFFLOAD_", "PYTEST_"))}
+        base = {
+            name: value
+            for name, value in os.environ.items()
+            if not name.startswith(("OFFLOAD_", "PYTEST_", "DJANGO_SETTINGS_MODULE"))
+        }
         base.update(
             PATH=os.pathsep.join([str(BIN), base.get("PATH", "")]),
             PYTHONPATH=os.pathsep.join(filter(None, [str(self.directory), *_source_paths()])),

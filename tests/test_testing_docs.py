@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.examples import ROOT, Document, Example, example
+from tests.examples import ROOT, Document, Example, claimed_markers, example
 
 README = Document(ROOT / "README.md")
 TESTING = Document(ROOT / "docs" / "TESTING.md")
@@ -30,8 +30,8 @@ def ex(tmp_path: Path) -> Iterator[Example]:
 
 
 def test_every_code_block_is_run() -> None:
-    source = Path(__file__).read_text("utf-8")
-    claimed = set(re.findall(r'(?:TESTING\.block\(|run\(ex, )\s*"([^"]+)"', source))
+    claimed = claimed_markers("tests/test_testing_docs.py", "TESTING")
+    claimed |= set(re.findall(r'run\(ex, "([^"]+)"\)', Path(__file__).read_text("utf-8")))
     for block in TESTING.blocks:
         assert any(marker in block.text for marker in claimed), f"TESTING.md line {block.line} is not run"
 
