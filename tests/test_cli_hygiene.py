@@ -94,6 +94,17 @@ def test_an_app_configured_with_a_bad_url_is_refused_by_serve_and_worker(ex: Exa
         one_line_error(ex.run(f"offload {command}"), 2, "typo:app", "not a backend URL")
 
 
+def test_a_queue_run_by_its_own_workers_is_not_offload_workers_to_run(ex: Example) -> None:
+    (ex.directory / "rqlike.py").write_text(
+        "import offload\n"
+        "class Jobs:\n"
+        "    def enqueue(self, func, *args): ...\n"
+        "def bare(environ, start_response): ...\n"
+        "app = offload.WSGIMiddleware(bare, queue=Jobs())\n"
+    )
+    one_line_error(ex.run("offload worker rqlike:app --burst"), 2, "run by its own workers", "OFFLOAD_APP")
+
+
 def test_status_and_expire_never_create_a_store(ex: Example) -> None:
     for command in ("status", "expire /report", "status --json"):
         one_line_error(ex.run(f"offload {command}"), 1, "no offload store at", "offload.sqlite3", "--app")

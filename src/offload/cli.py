@@ -197,7 +197,12 @@ def _refuse_w(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 @url_option
 @parts_options
 @click.option(
-    "--bind", "-b", envvar="OFFLOAD_BIND", default="127.0.0.1:8000", show_default=True, help="HOST:PORT to listen on."
+    "--bind",
+    "-b",
+    envvar="OFFLOAD_BIND",
+    default="127.0.0.1:8000",
+    show_default=True,
+    help="HOST:PORT to listen on [env: OFFLOAD_BIND].",
 )
 @click.option(
     "--job-workers",
