@@ -41,6 +41,13 @@ docs: setup
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist site src/*.egg-info
 
+# The sdist and the wheel, checked as PyPI would check them (CI also installs the wheel: .ci/run).
+.PHONY: package
+package: setup
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
+	$(BIN)/twine check --strict dist/*
+
 # The chaos harness (docs/RELIABILITY.md); its needs are in the setup's extras.
 # CHAOS_ARGS="--mode long" for a release check, "--backend sqlite" for one backend.
 .PHONY: chaos

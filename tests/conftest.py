@@ -116,3 +116,14 @@ def broker_url() -> str:
 
 def project_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+def _plugin_installed() -> bool:
+    """Whether offload is installed with its pytest plugin's entry point (else it is loaded here)."""
+    from importlib.metadata import entry_points
+
+    return any(point.value == "offload.testing.pytest_plugin" for point in entry_points(group="pytest11"))
+
+
+# offload.testing's fixtures (offload_eager, offload_recording), also where offload runs from a checkout.
+pytest_plugins = [] if _plugin_installed() else ["offload.testing.pytest_plugin"]

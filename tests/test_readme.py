@@ -1,105 +1,126 @@
-"""The README's Python examples run, and do what the README says."""
+"""The README's examples, run as printed: each file written out, each command run, each answer checked.
+
+The backends' examples (Scaling out) are run in ``tests/integrations/test_readme_scaling.py``,
+the browser page in ``tests/test_client_js.py``. Every code block of the README
+is claimed by one of these tests (``README.block("...")``), or said here why not.
+"""
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.behaviour.harness import WSGIHarness
+from tests.examples import ROOT, Document, Example, claimed_markers, example
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Document(ROOT / "README.md")
 
+#: Files whose tests claim README blocks with ``README.block("marker")``.
+CLAIMING = ["tests/test_readme.py", "tests/integrations/test_readme_scaling.py", "tests/test_client_js.py"]
 
-def python_blocks() -> list[str]:
-    return re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.DOTALL)
-
-
-def block_containing(text: str) -> str:
-    matches = [block for block in python_blocks() if text in block]
-    assert len(matches) == 1, f"expected one README example containing {text!r}"
-    return matches[0]
+#: Blocks no test runs, by a text each holds, and why.
+NOT_RUN = {
+    "make demo": "make demo serves until stopped, and make test is the suite itself: CI runs make test",
+    'pip install -e "/path/to/offload': "installing into a fresh virtual environment is CI's (.ci/run)",
+    "python -m build --wheel": "CI builds the wheel and installs it into a fresh virtual environment (.ci/run)",
+}
 
 
 @pytest.fixture
-def readme_url(monkeypatch: pytest.MonkeyPatch, sqlite_url: str) -> str:
-    monkeypatch.setenv("OFFLOAD_URL", sqlite_url)
-    return sqlite_url
+def ex(tmp_path: Path) -> Iterator[Example]:
+    with example(tmp_path) as made:
+        yield made
 
 
-def test_flask_example(readme_url: str) -> None:
-    namespace: dict[str, Any] = {"__name__": "readme_flask"}
-    exec(block_containing("from flask import Flask"), namespace)
-    harness = WSGIHarness.around(namespace["app"].wsgi_app)
-    hit = harness.get_after_work("/report")
-    assert hit.status == 200
-    assert hit.body.strip() == b'{"total":42}'
-    exec(block_containing("offload.expire("), namespace)
-    assert harness.request("GET", "/report").status == 200, "expire() of other paths keeps /report"
-    assert namespace["offload"].expire("/rep*") == 1
-    assert harness.request("GET", "/report").status == 202
+def test_every_code_block_is_run_or_said_why() -> None:
+    markers = set(NOT_RUN).union(*(claimed_markers(name) for name in CLAIMING))
+    for block in README.blocks:
+        assert block.language in ("python", "sh", "html", "text"), f"README line {block.line}: say the language"
+        if block.language == "text":
+            continue
+        holders = [marker for marker in markers if marker in block.text]
+        assert holders, f"README line {block.line}: no test runs this block:\n{block.text}"
+        if block.language in ("python", "html"):
+            assert block.file is not None, f"README line {block.line}: a file's first line says its name"
 
 
-def test_plain_wsgi_example(readme_url: str) -> None:
-    namespace: dict[str, Any] = {}
-    exec(block_containing("def slow_app"), namespace)
-    assert WSGIHarness.around(namespace["app"]).get_after_work("/anything").body == b"computed slowly\n"
+def test_install_commands_are_the_ones_ci_runs() -> None:
+    ci = (ROOT / ".ci" / "run").read_text("utf-8")
+    assert "-m build" in ci and "twine check" in ci
+    assert re.search(r"pip install .*dist/offload-\*\.whl", ci), "CI installs the wheel the README tells users to build"
 
 
-def test_django_example(readme_url: str) -> None:
-    import django
-    from django.conf import settings
+def test_flask(ex: Example) -> None:
+    ex.write(README.block("app.wsgi_app = offload.WSGIMiddleware(app.wsgi_app, ttl=600)"))
+    ex.shell(README.block("offload serve myapp:app\ncurl -i"))  # the curl line runs once the server listens
+    assert ex.poll("/report").body == b'{"total":42}\n'
+    curl = ex.run(ex.substituted(README.block("curl -i").commands()[1]))
+    assert curl.returncode == 0 and curl.stdout.startswith("HTTP/1.1 200"), curl.stdout + curl.stderr
 
-    if not settings.configured:
-        settings.configure(
-            DEBUG=False,
-            ALLOWED_HOSTS=["*"],
-            ROOT_URLCONF="tests.test_readme",
-            SECRET_KEY="readme-test",
-            MIDDLEWARE=[],
-            INSTALLED_APPS=[],
-        )
-        django.setup()
-    from django.test.utils import override_settings
+    ex.write(README.block("# fetch_report.py"))
+    ex.shell(README.block("python fetch_report.py"))
+    fetched = ex.run("python fetch_report.py")
+    assert fetched.stdout.strip() == "{'total': 42}", fetched.stderr
 
-    namespace: dict[str, Any] = {}
-    exec(block_containing("get_wsgi_application"), namespace)
-    # Another test module may have configured Django first: route to this module's view either way.
-    with override_settings(ROOT_URLCONF="tests.test_readme", ALLOWED_HOSTS=["*"], MIDDLEWARE=[]):
-        hit = WSGIHarness.around(namespace["application"]).get_after_work("/django-report")
-    assert (hit.status, hit.body) == (200, b"django report")
+    ex.write(README.block("# refresh.py"))
+    ex.shell(README.block("python refresh.py"))  # and offload expire '/rep*' --app myapp:app
+    assert ex.get("/report").status == 202, "expired: the next request queues a job"
 
 
-def _django_view(request: Any) -> Any:
-    from django.http import HttpResponse
-
-    return HttpResponse(b"django report")
-
-
-def __getattr__(name: str) -> Any:
-    # Django reads urlpatterns from ROOT_URLCONF lazily; build it only when asked.
-    if name == "urlpatterns":
-        from django.urls import path
-
-        return [path("django-report", _django_view)]
-    raise AttributeError(name)
+def test_flask_extension(ex: Example) -> None:
+    ex.write(README.block("from offload.contrib.flask import Offload, offload"))
+    ex.shell(README.block("flask --app myapp offload worker"))
+    hit = ex.poll("/report")
+    assert (hit.status, json.loads(hit.body)) == (200, {"total": 42})
+    assert ex.get("/").body == b"not offloaded: no @offload", "a view without the mark is the app's at once"
+    script = ex.get("/_offload/offload.js")
+    assert script.status == 200 and b"function offloadFetch" in script.body
+    status = ex.run("flask --app myapp offload status --json")
+    assert json.loads(status.stdout)["cached"] == 1, status.stderr
 
 
-@pytest.mark.parametrize(
-    ("marker", "source"),
-    [
-        ("from fastapi import FastAPI, Request", "fastapi_app.py"),
-        ("from starlette.applications import Starlette", "starlette_app.py"),
-        ("from django.core.asgi import get_asgi_application", "django_app.py"),
-        ("from quart import Quart, request", "quart_app.py"),
-    ],
-)
-def test_asgi_examples_are_the_tested_apps(marker: str, source: str) -> None:
-    """Each ASGI snippet is code of an app that tests/asgi serves end to end; every line is there."""
-    app_source = (Path(__file__).parent / "asgi" / "apps" / source).read_text(encoding="utf-8")
-    app_lines = {line.split("  #")[0].rstrip() for line in app_source.splitlines()}
-    for line in block_containing(marker).splitlines():
-        line = line.split("  #")[0]
-        assert line.rstrip() in app_lines, f"README line {line!r} is not in tests/asgi/apps/{source}"
+def test_django_wsgi_then_asgi(ex: Example) -> None:
+    ex.shell(README.block("django-admin startproject mysite ."))
+    ex.write(README.block("# mysite/settings.py (add at the end)"))
+    ex.write(README.block("# mysite/views.py"))
+    ex.write(README.block("# mysite/urls.py"))
+    ex.shell(README.block("python manage.py offload_worker"))
+    hit = ex.poll("/report")
+    assert (hit.status, json.loads(hit.body)) == (200, {"total": 42}), ex.logs()
+
+    ex.stop("gunicorn")
+    ex.shell(README.block("uvicorn mysite.asgi:application"))
+    asgi = ex.poll("/report?served=asgi")
+    assert (asgi.status, json.loads(asgi.body)) == (200, {"total": 42}), ex.logs()
+
+    status = ex.run("python manage.py offload_status --json")
+    assert json.loads(status.stdout)["cached"] == 2, status.stderr
+
+
+def test_plain_wsgi(ex: Example) -> None:
+    ex.write(README.block("def slow_app"))
+    ex.shell(README.block("offload serve slow:app"))
+    assert ex.poll("/anything").body == b"computed slowly\n"
+
+
+def test_fastapi(ex: Example) -> None:
+    ex.write(README.block("from fastapi import FastAPI"))
+    ex.shell(README.block("offload serve main:app\n"))
+    hit = ex.poll("/report?name=you")
+    assert json.loads(hit.body) == {"report": "for you"}
+    assert ex.get("/openapi.json").status == 200, "a route without the mark is the app's at once"
+
+
+def test_starlette(ex: Example) -> None:
+    ex.write(README.block("from starlette.applications import Starlette"))
+    ex.shell(README.block("offload serve main:app --job-workers 2"))
+    assert ex.poll("/report?name=you").body == b"report for you"
+
+
+def test_quart(ex: Example) -> None:
+    ex.write(README.block("from quart import Quart, request"))
+    ex.shell(README.block("uvicorn main:app\noffload worker main:app"))
+    assert json.loads(ex.poll("/report?name=you").body) == {"report": "for you"}

@@ -104,10 +104,18 @@ class ASGIMiddleware(Middleware[ASGIApp]):
             await send_response(send, status, with_body=method != "HEAD")
             return
         headers = joined_headers(scope)
+        if self.routes is not None:  # paths, exclude, marked views, the client script (offload.routes)
+            etags = headers.get(b"if-none-match")
+            routed = self.routes.choose(b"".join(scope_path(scope)), scope, etags.decode("latin-1") if etags else None)
+            if routed is not True:
+                await (
+                    self.app(scope, receive, send) if routed is False else send_response(send, routed, method != "HEAD")
+                )
+                return
         inputs = (
             scope.get("scheme", "http"),
             headers.get(b"host"),
-            scope.get("server"),
+            tuple(scope.get("server") or ()),  # a list from some clients (Starlette's TestClient): hashed
             scope.get("root_path", ""),
             scope.get("path", ""),
             scope.get("raw_path"),

@@ -1,7 +1,11 @@
 """The ``offload`` command: run workers, serve an app, inspect and expire the cache.
 
 Every command takes ``--url`` (default: ``OFFLOAD_URL``, else the embedded
-SQLite file ``offload.sqlite3`` in the working directory).
+SQLite file ``offload.sqlite3`` in the working directory). What a person types
+is checked before anything starts (:mod:`offload.checks`): a bad URL or app is
+one line on stderr and exit code 2. The commands that read or change a store
+(``status``, ``expire``) take ``--app MODULE:ATTR`` to use that app's own
+backend and namespace (:mod:`offload.stores`), and never create a store.
 """
 
 from __future__ import annotations
@@ -12,17 +16,28 @@ import json
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
 
 from offload import logs
-from offload.backends import DEFAULT_NAMESPACE, Cache, Queue, open_backend, resolve_url
-from offload.errors import OffloadError
+from offload.backends import DEFAULT_NAMESPACE, open_backend, resolve_url
+from offload.checks import check_app, check_part
+from offload.errors import BackendUnavailable, OffloadError
 from offload.keys import target_from_url
+from offload.stores import Store, display_url, find_store, open_cache, open_queue
+
+__all__ = ["main", "open_cache", "open_queue"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class BadInput(click.ClickException):
+    """A bad option or argument: one line on stderr, exit code 2 as for click's own usage errors."""
+
+    exit_code = 2
 
 
 def url_option(func: F) -> F:
@@ -53,18 +68,17 @@ def parts_options(func: F) -> F:
     )(func)
 
 
-def open_cache(url: str | None, cache_url: str | None, namespace: str = DEFAULT_NAMESPACE) -> Cache | None:
-    """The cache the options name: ``--cache`` when given, else the ``--url`` backend's."""
-    from offload.adapters import adapt_cache
-
-    return adapt_cache(cache_url, namespace) if cache_url else open_backend(url, namespace).cache
-
-
-def open_queue(url: str | None, queue_url: str | None, namespace: str = DEFAULT_NAMESPACE) -> Queue | None:
-    """The queue the options name: ``--queue`` when given, else the ``--url`` backend's."""
-    from offload.adapters import adapt_queue
-
-    return adapt_queue(queue_url, namespace) if queue_url else open_backend(url, namespace).queue
+def app_option(func: F) -> F:
+    """``--app``: use an app's own backend, parts and namespace, as its web processes do."""
+    return click.option(
+        "--app",
+        "app_spec",
+        envvar="OFFLOAD_APP",
+        default=None,
+        metavar="MODULE:ATTR",
+        help="Use this app's backend and namespace (its middleware's); --url, --cache, --queue override the backend "
+        "[env: OFFLOAD_APP]",
+    )(func)
 
 
 def namespace_option(func: F) -> F:
@@ -73,19 +87,8 @@ def namespace_option(func: F) -> F:
         "--namespace",
         "-n",
         default=None,
-        help="Only this namespace (default: every namespace the store holds).",
+        help="Only this namespace (default: the --app's, else every namespace the store holds).",
     )(func)
-
-
-def store_namespaces(url: str | None, cache_url: str | None, queue_url: str | None) -> list[str]:
-    """Every namespace the store holds: what its cache and its queue list."""
-    found: set[str] = set()
-    cache, queue = open_cache(url, cache_url), open_queue(url, queue_url)
-    for part in (cache, queue):
-        if part is not None:
-            found.update(part.namespaces())
-            part.close()
-    return sorted(found)
 
 
 def protocol_option(func: F) -> F:
@@ -95,6 +98,12 @@ def protocol_option(func: F) -> F:
         default="auto",
         show_default=True,
         help="Treat the app as WSGI or ASGI instead of detecting it.",
+    )(func)
+
+
+def log_level_option(func: F) -> F:
+    return click.option(
+        "--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"])
     )(func)
 
 
@@ -110,10 +119,8 @@ def log_format_option(func: F) -> F:
     )(func)
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s", stream=sys.stderr
-    )
+def _setup_logging(level: str, log_format: str = "text") -> None:
+    logs.configure(json=log_format == "json", level=level)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -138,9 +145,7 @@ def main() -> None:
     help="Lower the worker's CPU priority by this much, so web processes on the same machine stay fast.",
 )
 @protocol_option
-@click.option(
-    "--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"])
-)
+@log_level_option
 @log_format_option
 @click.option(
     "--metrics-port",
@@ -163,14 +168,15 @@ def worker(
 ) -> None:
     """Process queued jobs for APP (MODULE:ATTR, the app wrapped in offload's middleware or the bare app)."""
     from offload.core import Offloader
-    from offload.importer import find_offloader, import_app
+    from offload.importer import find_offloader
     from offload.namespaces import namespace_for
     from offload.replay import replayer_for
     from offload.settings import Settings
     from offload.worker import Worker
 
-    logs.configure(json=log_format == "json", level=log_level)
-    target = _load(app, import_app)
+    _setup_logging(log_level, log_format)
+    _check_urls(url, cache_url, queue_url)
+    target = _load(app)
     found = find_offloader(target)
     if found is not None and not (url or cache_url or queue_url):
         offloader = found
@@ -185,6 +191,7 @@ def worker(
         )
         if found is not None:  # listeners the app's module installed (metrics, logs, traces) follow
             offloader.events = found.events
+    _check_opens(offloader)
     logs.install(offloader)
     if metrics_port is not None:
         _serve_metrics(offloader, metrics_port)
@@ -193,7 +200,7 @@ def worker(
         "worker for %s (namespace %s) on %s, %d thread(s)%s",
         app,
         offloader.namespace,
-        _display_url(offloader.url),
+        display_url(offloader.url),
         concurrency,
         ", burst" if burst else "",
     )
@@ -204,22 +211,47 @@ def worker(
     sys.exit(runner.run())
 
 
+def _refuse_w(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        raise BadInput(
+            "-w is ambiguous here: --job-workers N runs N job worker processes, "
+            "--web-processes N runs N HTTP server processes (gunicorn's -w)"
+        )
+
+
 @main.command()
 @click.argument("app")
 @url_option
 @parts_options
-@click.option("--bind", "-b", default="127.0.0.1:8000", show_default=True, help="HOST:PORT to listen on.")
-@click.option("--workers", "-w", default=1, show_default=True, type=click.IntRange(0, 256), help="Worker processes.")
 @click.option(
-    "--web-processes", default=2, show_default=True, type=click.IntRange(1, 256), help="HTTP server processes."
+    "--bind",
+    "-b",
+    envvar="OFFLOAD_BIND",
+    default="127.0.0.1:8000",
+    show_default=True,
+    help="HOST:PORT to listen on [env: OFFLOAD_BIND].",
 )
 @click.option(
-    "--concurrency", "-c", default=1, show_default=True, type=click.IntRange(1, 256), help="Threads per worker."
+    "--job-workers",
+    "-j",
+    default=None,
+    type=click.IntRange(0, 256),
+    help="Job worker processes (offload worker), beside the server.  [default: 1]",
+)
+@click.option("--workers", default=None, type=click.IntRange(0, 256), help="The same as --job-workers.")
+@click.option("-w", expose_value=False, hidden=True, callback=_refuse_w)
+@click.option(
+    "--web-processes",
+    default=2,
+    show_default=True,
+    type=click.IntRange(1, 256),
+    help="HTTP server processes (what gunicorn calls --workers).",
+)
+@click.option(
+    "--concurrency", "-c", default=1, show_default=True, type=click.IntRange(1, 256), help="Threads per job worker."
 )
 @protocol_option
-@click.option(
-    "--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"])
-)
+@log_level_option
 @log_format_option
 def serve(
     app: str,
@@ -227,25 +259,26 @@ def serve(
     cache_url: str | None,
     queue_url: str | None,
     bind: str,
-    workers: int,
+    job_workers: int | None,
+    workers: int | None,
     web_processes: int,
     concurrency: int,
     protocol: str,
     log_level: str,
     log_format: str,
 ) -> None:
-    """Serve APP over HTTP (gunicorn for WSGI, uvicorn for ASGI) and run its worker processes."""
-    from offload.importer import import_app
-    from offload.serving import Supervisor, parse_bind
+    """Serve APP over HTTP (gunicorn for WSGI, uvicorn for ASGI) and run its job worker processes."""
+    from offload.serving import Supervisor
 
-    logs.configure(json=log_format == "json", level=log_level)
+    _setup_logging(log_level, log_format)
     if log_format == "json":  # the web and worker processes read it
         os.environ["OFFLOAD_LOG_FORMAT"] = "json"
-    try:
-        host, port = parse_bind(bind)
-    except ValueError as error:
-        raise click.BadParameter(str(error), param_hint="--bind") from None
-    _load(app, import_app)  # a bad MODULE:ATTR is reported here, once, not as tracebacks from the children
+    if job_workers is not None and workers is not None and job_workers != workers:
+        raise BadInput("--workers is another name for --job-workers: give one of them")
+    host, port = _bind(bind)
+    _check_urls(url, cache_url, queue_url)
+    _load(app)  # a bad MODULE:ATTR is reported here, once, not as tracebacks from the children
+    _check_port_free(host, port, bind)
     supervisor = Supervisor(
         app,
         url=url,
@@ -253,7 +286,7 @@ def serve(
         queue_url=queue_url,
         host=host,
         port=port,
-        workers=workers,
+        workers=job_workers if job_workers is not None else workers if workers is not None else 1,
         web_processes=web_processes,
         concurrency=concurrency,
         protocol=protocol,
@@ -270,6 +303,7 @@ def serve(
 @click.option("--tag", "-t", default=None, help="Only answers the app tagged with TAG (exactly).")
 @click.option("--soft", is_flag=True, help="Mark the answers stale instead of dropping them (served while refreshed).")
 @click.option("--refresh", is_flag=True, help="Queue a refresh of each answer at once (re-render on purge).")
+@app_option
 @url_option
 @click.option("--cache", "cache_url", envvar="OFFLOAD_CACHE_URL", default=None, help="Cache URL, if not --url's.")
 @namespace_option
@@ -279,13 +313,15 @@ def expire(
     tag: str | None,
     soft: bool,
     refresh: bool,
+    app_spec: str | None,
     url: str | None,
     cache_url: str | None,
     namespace: str | None,
 ) -> None:
     """Drop cached answers for PATH ('*' matches anything, e.g. '/reports/*'), or with --tag.
 
-    Without --namespace, answers of every namespace of the store are dropped.
+    With --app, the answers of that app's namespace, in its backend. Without
+    it, answers of every namespace of the store (--namespace: of one).
     """
     pairs = []
     for param in params:
@@ -298,21 +334,21 @@ def expire(
     from offload.core import Offloader
     from offload.settings import Settings
 
+    store = _store(app_spec, url, cache_url, None, namespace, needs_queue=refresh)
+
     def run() -> int:
-        namespaces = [namespace] if namespace else store_namespaces(url, cache_url, None)
         count = 0
-        for name in namespaces:
-            cache = open_cache(url, cache_url, name)
+        for name in store.namespaces():
+            cache = store.cache_of(name)
             if cache is None:
-                raise click.ClickException(f"{_display_url(url)} has no cache: name one with --cache")
-            queue = open_queue(url, None, name) if refresh else None
+                raise click.ClickException(f"{store.description} has no cache: name one with --cache")
+            queue = store.queue_of(name) if refresh else None
             offloader = Offloader(url=url, cache=cache, queue=queue, settings=Settings(namespace=name))
             try:
                 count += offloader.expire(path, pairs, tag=tag, soft=soft, refresh=refresh)
             finally:
-                cache.close()
-                if queue is not None:
-                    queue.close()
+                store.done(cache)
+                store.done(queue)
         return count
 
     count = _backend_call(run)
@@ -320,15 +356,24 @@ def expire(
 
 
 @main.command()
+@app_option
 @url_option
 @parts_options
 @namespace_option
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
-def status(url: str | None, cache_url: str | None, queue_url: str | None, namespace: str | None, as_json: bool) -> None:
-    """Show queued, running, dead, cached and failed counts, for each namespace of the store."""
+def status(
+    app_spec: str | None,
+    url: str | None,
+    cache_url: str | None,
+    queue_url: str | None,
+    namespace: str | None,
+    as_json: bool,
+) -> None:
+    """Show queued, running, dead, cached and failed counts, for each namespace of the store (or the --app's)."""
+    store = _store(app_spec, url, cache_url, queue_url, namespace)
 
     def counts(name: str) -> dict[str, int]:
-        cache, queue = open_cache(url, cache_url, name), open_queue(url, queue_url, name)
+        cache, queue = store.cache_of(name), store.queue_of(name)
         result = {"queued": 0, "running": 0, "dead": 0, "cached": 0, "failed": 0}
         try:
             if queue is not None:
@@ -336,20 +381,18 @@ def status(url: str | None, cache_url: str | None, queue_url: str | None, namesp
             if cache is not None:
                 result.update(cache.stats())
         finally:
-            for part in (cache, queue):
-                if part is not None:
-                    part.close()
+            store.done(cache)
+            store.done(queue)
         return result
 
     def everything() -> dict[str, dict[str, int]]:
-        names = [namespace] if namespace else store_namespaces(url, cache_url, queue_url)
-        return {name: counts(name) for name in names}
+        return {name: counts(name) for name in store.namespaces()}
 
     result = _backend_call(everything)
     if as_json:
-        click.echo(json.dumps(result if namespace is None else result[namespace]))
+        click.echo(json.dumps(result if store.only is None else result[store.only]))
         return
-    click.echo(f"backend  {_display_url(url)}")
+    click.echo(f"backend  {store.description}")
     if not result:
         click.echo("(no namespace holds anything yet)")
     for name, figures in result.items():
@@ -384,7 +427,10 @@ def warm(
     or the only one the store holds.
     """
     from offload import warming
-    from offload.importer import import_app
+
+    _check_urls(url, None, None)
+    if app is not None:
+        _load(app, "--app")  # a bad MODULE:ATTR is a usage error
 
     def run() -> int:
         listed = list(urls)
@@ -392,8 +438,6 @@ def warm(
             listed += warming.from_file(path)
         for sitemap in sitemaps:
             listed += warming.from_sitemap(sitemap)
-        if app is not None:
-            _load(app, import_app)  # a bad MODULE:ATTR is a usage error
         offloader, asgi = warming.offloader_for(app, url, namespace, protocol)
         target_for = functools.partial(target_from_url, raw_path=asgi)
         return warming.warm(offloader, target_for, warming.absolute(listed, base))
@@ -409,6 +453,7 @@ def warm(
 @url_option
 def migrate(url: str | None) -> None:
     """Create offload's tables (PostgreSQL, SQLite) now instead of on first use."""
+    _check_urls(url, None, None)
 
     def run() -> None:
         backend = open_backend(url)
@@ -422,7 +467,7 @@ def migrate(url: str | None) -> None:
                     part.stats()
 
     _backend_call(run)
-    click.echo(f"offload tables ready in {_display_url(url)}")
+    click.echo(f"offload tables ready in {display_url(url)}")
 
 
 @main.command()
@@ -434,12 +479,9 @@ def migrate(url: str | None) -> None:
 def demo(bind: str, delay: float, exit_after: bool) -> None:
     """Run a bundled app with a slow endpoint, a server and a worker, and show the flow."""
     from offload.demo import run_demo
-    from offload.serving import parse_bind
 
-    try:
-        host, port = parse_bind(bind)
-    except ValueError as error:
-        raise click.BadParameter(str(error), param_hint="--bind") from None
+    host, port = _bind(bind)
+    _check_port_free(host, port, bind)
     sys.exit(run_demo(host, port, delay, keep_serving=not exit_after))
 
 
@@ -468,6 +510,9 @@ def dashboard(
     from offload.dashboard.serve import run_dashboard
 
     _setup_logging("info")
+    _check_urls(url, None, None)
+    host, port = _bind(bind)
+    _check_port_free(host, port, bind)
     sys.exit(run_dashboard(url, namespace, bind, auth_spec, read_only, metrics_url))
 
 
@@ -482,11 +527,98 @@ def _serve_metrics(offloader: Any, bind: str) -> None:
     logging.getLogger("offload.worker").info("metrics on http://%s:%d/metrics", host, port)
 
 
-def _load(spec: str, importer: Callable[[str], Any]) -> Any:
+def _check_urls(url: str | None, cache_url: str | None, queue_url: str | None) -> None:
+    """Check the backend URLs the options (or their environment variables) name, before anything starts."""
+    named = [("url", "--url", "OFFLOAD_URL", url), ("cache_url", "--cache", "OFFLOAD_CACHE_URL", cache_url)]
+    named.append(("queue_url", "--queue", "OFFLOAD_QUEUE_URL", queue_url))
+    context = click.get_current_context(silent=True)
+    for name, option, variable, value in named:
+        try:
+            check_part(value)
+        except OffloadError as error:
+            source = context.get_parameter_source(name) if context is not None else None
+            where = variable if source is click.core.ParameterSource.ENVIRONMENT else option
+            raise BadInput(f"{where}: {error}") from None
+
+
+def _check_opens(offloader: Any) -> None:
+    """Open the worker's backend now: a configuration error stops it at once; an outage is waited out."""
     try:
-        return importer(spec)
+        queue = offloader.queue
+    except BackendUnavailable as error:
+        logging.getLogger("offload.worker").error("the backend is unavailable (%s); waiting for it", error)
+        return
     except OffloadError as error:
-        raise click.BadParameter(str(error), param_hint="APP") from None
+        raise BadInput(str(error)) from None
+    if not getattr(queue, "claimable", True):
+        raise BadInput(
+            f"the app's queue ({type(queue).__name__}) is run by its own workers, not by offload worker: "
+            "start those (rq worker, celery worker) with OFFLOAD_APP set"
+        )
+
+
+def _store(
+    app_spec: str | None,
+    url: str | None,
+    cache_url: str | None,
+    queue_url: str | None,
+    namespace: str | None,
+    needs_queue: bool = True,
+) -> Store:
+    _check_urls(url, cache_url, queue_url)
+    app = _load(app_spec, "--app") if app_spec else None
+    try:
+        return find_store(app, url, cache_url, queue_url, namespace, needs_queue=needs_queue)
+    except OffloadError as error:
+        raise click.ClickException(str(error)) from None
+
+
+def _load(spec: str, what: str = "APP") -> Any:
+    """Import ``MODULE:ATTR``; any failure, in offload or in the app's own code, is one line."""
+    from offload.importer import import_app
+
+    try:
+        return check_app(import_app(spec), spec)
+    except OffloadError as error:
+        raise BadInput(f"{what} {spec}: {error}") from None
+    except Exception as error:  # the app's module itself failed: say where, in one line
+        raise BadInput(f"{what} {spec}: importing it failed: {_where(error)}") from None
+
+
+def _where(error: BaseException) -> str:
+    """``NameError: name 'x' is not defined (myapp.py, line 9)``: the error and the line of the app that raised it."""
+    text = f"{type(error).__name__}: {error}"
+    if isinstance(error, SyntaxError) and error.filename:
+        return f"{type(error).__name__}: {error.msg} ({error.filename}, line {error.lineno})"
+    frames = traceback.extract_tb(error.__traceback__)
+    if frames:
+        frame = frames[-1]
+        return f"{text} ({frame.filename}, line {frame.lineno})"
+    return text
+
+
+def _bind(bind: str) -> tuple[str, int]:
+    from offload.serving import parse_bind
+
+    try:
+        return parse_bind(bind)
+    except ValueError as error:
+        raise BadInput(f"--bind: {error}") from None
+
+
+def _check_port_free(host: str, port: int, bind: str) -> None:
+    """Refuse a port another process listens on, rather than serve nothing and talk to that process."""
+    import socket
+
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise BadInput(f"--bind {bind}: cannot listen there ({error.strerror}); choose another port") from None
 
 
 def _backend_call(func: Callable[[], Any]) -> Any:
@@ -494,18 +626,6 @@ def _backend_call(func: Callable[[], Any]) -> Any:
         return func()
     except OffloadError as error:
         raise click.ClickException(str(error)) from None
-
-
-def _display_url(url: str | None) -> str:
-    """The backend URL without its password."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    resolved = resolve_url(url)
-    parts = urlsplit(resolved)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return resolved
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -27,6 +27,10 @@ if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
 
+#: Words only the demo's report holds: an answer without them came from another server on the port.
+MARK = b"Computed by offload demo worker"
+
+
 def slow_app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
     """The app being offloaded: ``/report`` is slow on purpose."""
     path = environ.get("PATH_INFO", "/")
@@ -35,7 +39,7 @@ def slow_app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterabl
         name = query.get("name", ["world"])[0]
         time.sleep(float(os.environ.get("OFFLOAD_DEMO_DELAY", "3")))
         body = (
-            f"<h1>Report for {escape(name)}</h1><p>Computed by worker process {os.getpid()} "
+            f"<h1>Report for {escape(name)}</h1><p>{MARK.decode()} process {os.getpid()} "
             f"at {time.strftime('%H:%M:%S')}.</p>\n"
         ).encode()
         start_response("200 OK", [("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(body)))])
@@ -61,7 +65,7 @@ def run_demo(host: str, port: int, delay: float, keep_serving: bool = True) -> i
     workdir = tempfile.mkdtemp(prefix="offload-demo-")
     env = dict(os.environ, OFFLOAD_DEMO_DELAY=str(delay), OFFLOAD_URL=f"sqlite:///{workdir}/offload.sqlite3")
     command = [sys.executable, "-m", "offload", "serve", "offload.demo:app", "--bind", f"{host}:{port}"]
-    command += ["--workers", "1", "--web-processes", "1", "--log-level", "warning"]
+    command += ["--job-workers", "1", "--web-processes", "1", "--log-level", "warning"]
     server = subprocess.Popen(command, env=env)
     base = f"http://{host}:{port}"
     try:
@@ -72,21 +76,25 @@ def run_demo(host: str, port: int, delay: float, keep_serving: bool = True) -> i
         print(f"offload demo: {url} takes {delay:g}s to compute; a worker process computes it.\n")
         started = time.monotonic()
         while True:
-            status, elapsed = _get(url)
+            status, body, elapsed = _get(url)
             since = time.monotonic() - started
             if status == 202:
                 took = f"{elapsed * 1000:.1f} ms"
                 print(f"  {since:5.1f}s  GET /report?name=demo -> 202 Accepted ({took}): not yet, ask again")
                 time.sleep(0.5)
                 continue
+            if status != 200 or MARK not in body:
+                print(f"  {since:5.1f}s  GET /report?name=demo -> {status}: not the demo's answer", file=sys.stderr)
+                print(f"something else answers on {base}; try another --bind", file=sys.stderr)
+                return 1
             print(
                 f"  {since:5.1f}s  GET /report?name=demo -> {status} ({elapsed * 1000:.1f} ms): computed by the worker"
             )
             break
-        status, elapsed = _get(url)
+        status, body, elapsed = _get(url)
         print(f"  again   GET /report?name=demo -> {status} from the cache in {elapsed * 1000:.1f} ms\n")
         if not keep_serving:
-            return 0 if status == 200 else 1
+            return 0 if status == 200 and MARK in body else 1
         print(f"Try it: curl -i '{base}/report?name=you'  or open {base}/ in a browser.  Ctrl-C stops.")
         server.wait()
         return 0
@@ -101,15 +109,15 @@ def run_demo(host: str, port: int, delay: float, keep_serving: bool = True) -> i
             server.kill()
 
 
-def _get(url: str) -> tuple[int, float]:
+def _get(url: str) -> tuple[int, bytes, float]:
     started = time.perf_counter()
     try:
         with urllib.request.urlopen(url, timeout=10) as response:
-            response.read()
+            body = response.read()
             status = int(response.status)
     except urllib.error.HTTPError as error:
-        status = error.code
-    return status, time.perf_counter() - started
+        status, body = error.code, error.read()
+    return status, body, time.perf_counter() - started
 
 
 def _wait_until_up(url: str, server: subprocess.Popen[bytes], timeout: float) -> bool:

@@ -61,7 +61,20 @@ def find_offloader(app: Any) -> Offloader | None:
             inner = getattr(current, name, None)
             if inner is not None and not isinstance(inner, (str, bytes, int, float)):
                 todo.append(inner)
-    return None
+    return _django_project(app)
+
+
+def _django_project(app: Any) -> Offloader | None:
+    """For a Django handler whose project lists offload's middleware in ``MIDDLEWARE``: the project's offloader.
+
+    The handler loaded its middleware when it was made, so the integration is
+    imported by then if the project uses it.
+    """
+    if not type(app).__module__.startswith("django.") or "offload.contrib.django.conf" not in sys.modules:
+        return None
+    from offload.contrib.django.conf import installed_offloader
+
+    return installed_offloader()
 
 
 def _build_starlette_stack(app: Any) -> None:

@@ -23,6 +23,13 @@ listener to an offloader's events that writes, on the logger ``offload.events``:
 ``offload worker --log-format json`` and ``offload serve --log-format json``
 call :func:`configure` (``OFFLOAD_LOG_FORMAT=json`` reaches the processes
 ``offload serve`` starts).
+
+The commands configure logging with :func:`configure`; the HTTP servers
+``offload serve`` starts get the same: gunicorn's lines carry their own time,
+uvicorn is given a logging configuration (:func:`uvicorn_config`), and
+offload's own lines in the server processes go through a handler set up by
+:func:`configure_server_process`, where nothing else would print them but
+Python's bare last-resort handler.
 """
 
 from __future__ import annotations
@@ -47,7 +54,12 @@ EVENTS_LOGGER = "offload.events"
 #: Refusal lines written per second at most; the others are counted in the next line.
 REFUSALS_PER_SECOND = 10
 
+#: Every text line: time, level, process, logger, message.
 TEXT_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
+LOG_FORMAT = TEXT_FORMAT
+
+#: The level ``offload serve`` hands its server processes.
+LEVEL_VARIABLE = "OFFLOAD_LOG_LEVEL"
 
 #: Attributes every LogRecord has: anything else on a record is a field of the event.
 _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "event"}
@@ -109,6 +121,44 @@ def configure(json: bool = False, level: str | int = "INFO", stream: TextIO | No
 def wants_json(value: str | None = None) -> bool:
     """Whether ``--log-format`` (or ``OFFLOAD_LOG_FORMAT``) asks for JSON."""
     return (value or os.environ.get("OFFLOAD_LOG_FORMAT") or "text").lower() == "json"
+
+
+def configure_server_process() -> None:
+    """In a server process ``offload serve`` started: print offload's lines with the time, once.
+
+    Only when the server left them to nobody: an app that configures logging
+    itself (a root handler, or one on ``offload``) keeps its own.
+    """
+    library = logging.getLogger("offload")
+    if library.handlers or logging.getLogger().handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JSONFormatter() if wants_json() else TextFormatter())
+    library.addHandler(handler)
+    library.setLevel(os.environ.get(LEVEL_VARIABLE, "info").upper())
+    library.propagate = False
+
+
+def uvicorn_config() -> dict[str, Any]:
+    """uvicorn's own logging configuration with :data:`LOG_FORMAT` instead of its time-less lines."""
+    access = LOG_FORMAT.replace("%(message)s", '%(client_addr)s - "%(request_line)s" %(status_code)s')
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {
+            "default": {"()": "logging.Formatter", "fmt": LOG_FORMAT},
+            "access": {"()": "uvicorn.logging.AccessFormatter", "fmt": access, "use_colors": False},
+        },
+        "handlers": {
+            "default": {"formatter": "default", "class": "logging.StreamHandler", "stream": "ext://sys.stderr"},
+            "access": {"formatter": "access", "class": "logging.StreamHandler", "stream": "ext://sys.stdout"},
+        },
+        "loggers": {
+            "uvicorn": {"handlers": ["default"], "level": "INFO", "propagate": False},
+            "uvicorn.error": {"level": "INFO"},
+            "uvicorn.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
+        },
+    }
 
 
 class EventLog:

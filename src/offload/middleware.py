@@ -9,10 +9,13 @@ from typing import Any, Generic, TypeVar
 
 from offload import warming
 from offload.adapters import adapt_cache, adapt_queue
+from offload.backends import resolve_url
+from offload.checks import check_url
 from offload.core import Offloader
 from offload.inline import InlineWorkers
 from offload.keys import Target, request_key, target_from_url
 from offload.namespaces import namespace_for
+from offload.routes import Routes
 from offload.settings import Settings, settings_from
 
 App = TypeVar("App")
@@ -24,6 +27,9 @@ class Middleware(Generic[App]):
     See :class:`offload.WSGIMiddleware` for the options. Without a
     ``namespace`` option, the namespace is derived from ``app`` itself
     (:mod:`offload.namespaces`), so two apps sharing one store never meet.
+    ``paths``, ``exclude``, ``predicate`` and ``client_path`` say which
+    requests are offloaded at all (:mod:`offload.routes`); without them,
+    :attr:`routes` is None and every GET and HEAD is.
     """
 
     #: Marks offload's middlewares for code that must find them without importing them (the worker's finder).
@@ -45,6 +51,8 @@ class Middleware(Generic[App]):
         **options: Any,
     ) -> None:
         self.app = app
+        #: Which requests are offloaded, when the options narrow it (None: every GET and HEAD).
+        self.routes = Routes.from_options(options)
         if settings is None:
             settings = settings_from({"ttl": ttl, **options})
         elif options:
@@ -55,6 +63,9 @@ class Middleware(Generic[App]):
         if url is None:  # as OFFLOAD_URL, these name the parts when the code names nothing
             cache = cache if cache is not None else os.environ.get("OFFLOAD_CACHE_URL") or None
             queue = queue if queue is not None else os.environ.get("OFFLOAD_QUEUE_URL") or None
+        for named in (resolve_url(url), cache, queue):
+            if isinstance(named, str):
+                check_url(named)  # a typo fails here, at import, not as a 500 on the first request
         self.offloader = Offloader(
             url=url,
             cache=None if cache is None else adapt_cache(cache, namespace),

@@ -16,16 +16,18 @@ from offload.replay import is_asgi
 
 
 def load() -> Any:
+    from offload import logs
+
     spec = os.environ.get("OFFLOAD_APP")
     if not spec:
         raise ConfigurationError("OFFLOAD_APP is not set: run the app with `offload serve MODULE:ATTR`")
     target = import_app(spec)
     if os.environ.get("OFFLOAD_LOG_FORMAT"):  # offload serve --log-format: these processes log the same way
-        from offload import logs
-
         logs.configure(json=logs.wants_json())
         if find_offloader(target) is not None:
             logs.install(target)
+    else:
+        logs.configure_server_process()
     if find_offloader(target) is not None:
         return target
     if is_asgi(target):

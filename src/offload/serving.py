@@ -8,13 +8,18 @@ finish or hand back their current job.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Any
+
+from offload.logs import LEVEL_VARIABLE, uvicorn_config
 
 log = logging.getLogger("offload.serve")
 
@@ -61,10 +66,12 @@ class Supervisor:
         self._stopping = False
         self._server: subprocess.Popen[bytes] | None = None
         self._workers: list[subprocess.Popen[bytes]] = []
+        self._log_config: str | None = None
 
     def _environment(self) -> dict[str, str]:
         env = dict(os.environ)
         env["OFFLOAD_APP"] = self.app
+        env[LEVEL_VARIABLE] = self.log_level
         for name, value in (
             ("OFFLOAD_URL", self.url),
             ("OFFLOAD_CACHE_URL", self.cache_url),
@@ -99,6 +106,8 @@ class Supervisor:
                 str(self.web_processes),
                 "--log-level",
                 self.log_level,
+                "--log-config",
+                self._uvicorn_log_config(),
                 "--no-access-log",
             ]
         bind = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
@@ -121,6 +130,15 @@ class Supervisor:
             "30",
             *_gunicorn_extra_options(),
         ]
+
+    def _uvicorn_log_config(self) -> str:
+        """A file holding uvicorn's logging configuration, whose lines start with the time; removed at exit."""
+        if self._log_config is None:
+            handle, path = tempfile.mkstemp(prefix="offload-uvicorn-", suffix=".json")
+            with os.fdopen(handle, "w", encoding="utf-8") as file:
+                json.dump(uvicorn_config(), file)
+            self._log_config = path
+        return self._log_config
 
     def worker_command(self) -> list[str]:
         command = [sys.executable, "-m", "offload", "worker", self.app, "--concurrency", str(self.concurrency)]
@@ -167,6 +185,9 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        if self._log_config is not None:
+            with contextlib.suppress(OSError):
+                os.remove(self._log_config)
 
 
 def _gunicorn_extra_options() -> list[str]:

@@ -30,9 +30,9 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from urllib.parse import quote
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 from offload import freshness, tags
 from offload.backends import Claim, IndexEntry

@@ -62,6 +62,14 @@ class WSGIMiddleware(Middleware["WSGIApplication"]):
                 self.offloader.events.emit("pass", reason="method", path=environ.get("PATH_INFO", ""))
             return self.app(environ, self._passing(start_response, "method"))
         started = time.perf_counter()
+        if self.routes is not None:  # paths, exclude, marked views, the client script (offload.routes)
+            path = _bytes(environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""))
+            routed = self.routes.choose(path, environ, environ.get("HTTP_IF_NONE_MATCH"))
+            if routed is False:
+                return self.app(environ, start_response)
+            if routed is not True:
+                start_response(routed.status_line, list(routed.headers))
+                return [] if method == "HEAD" else [routed.body]
         if self._inline.threads:  # none unless memory:// or asked for; the check costs a system call
             self._inline.ensure_started()
         monitor_path = self.offloader.settings.monitor_path

@@ -1,4 +1,7 @@
-"""Celery: ``queue=CeleryQueue(celery_app)``, the job run as a task by a normal ``celery worker`` process."""
+"""Celery: ``queue=CeleryQueue(celery_app)``, the job run as a task by a normal ``celery worker`` process.
+
+Redis is the cache: these tests need the broker and Redis, nothing else.
+"""
 
 from __future__ import annotations
 
@@ -22,18 +25,17 @@ from tests.integrations.stacks import (
     get,
     worker_env,
 )
-from tests.servers import MemcachedServer
 
 pytest.importorskip("celery")
 
 
 @pytest.fixture
-def celery_stack(broker_url: str, memcached: MemcachedServer) -> Iterator[dict[str, str]]:
+def celery_stack(broker_url: str, redis_url: str) -> Iterator[dict[str, str]]:
     stack = {
         "queue": "celery",
         "broker": broker_url,
         "celery_queue": f"offload-test-{uuid.uuid4().hex[:8]}",
-        "cache": memcached.url,
+        "cache": redis_url,
     }
     yield stack
     _, _, celery_app = flask_app.build(stack)

@@ -1,4 +1,8 @@
-"""RQ: ``queue=rq.Queue(...)``, the job run by a plain ``rq worker`` process, memcached as the cache."""
+"""RQ: ``queue=rq.Queue(...)``, the job run by a plain ``rq worker`` process, memcached or Redis as the cache.
+
+Only the tests whose cache is memcached start one: where Redis is the cache,
+they need Redis alone.
+"""
 
 from __future__ import annotations
 
@@ -16,13 +20,19 @@ from tests.servers import MemcachedServer
 rq = pytest.importorskip("rq")
 
 
-def rq_stack(redis_url: str, memcached: MemcachedServer, serializer: str, cache_client: str) -> dict[str, str]:
+def rq_stack(redis_url: str, request: pytest.FixtureRequest, serializer: str, cache_client: str) -> dict[str, str]:
+    """The stack of one test; ``cache_client`` ``url`` and ``pymemcache`` use the module's memcached."""
+    if cache_client == "redis":
+        cache = redis_url
+    else:
+        memcached: MemcachedServer = request.getfixturevalue("memcached")
+        cache = memcached.url if cache_client == "url" else memcached.address
     stack = {
         "queue": "rq",
         "redis": redis_url,
         "rq_queue": f"offload-test-{uuid.uuid4().hex[:8]}",
         "serializer": serializer,
-        "cache": {"url": memcached.url, "pymemcache": memcached.address, "redis": redis_url}[cache_client],
+        "cache": cache,
     }
     if cache_client != "url":
         stack["cache_client"] = cache_client
@@ -40,9 +50,14 @@ def burst_worker(stack: dict[str, str]) -> None:
 
 @pytest.mark.parametrize(("serializer", "cache_client"), [("json", "url"), ("pickle", "pymemcache"), ("json", "redis")])
 def test_full_cycle_with_rq_worker(
-    redis_url: str, memcached: MemcachedServer, count_dir: Path, make_app: Any, serializer: str, cache_client: str
+    redis_url: str,
+    request: pytest.FixtureRequest,
+    count_dir: Path,
+    make_app: Any,
+    serializer: str,
+    cache_client: str,
 ) -> None:
-    stack = rq_stack(redis_url, memcached, serializer, cache_client)
+    stack = rq_stack(redis_url, request, serializer, cache_client)
     app = make_app(stack)
     offloader = app.wsgi_app.offloader  # type: ignore[attr-defined]
     assert isinstance(offloader.queue, RQQueue)
@@ -61,10 +76,10 @@ def test_full_cycle_with_rq_worker(
 
 
 def test_a_key_runs_again_after_its_answer_expires(
-    redis_url: str, memcached: MemcachedServer, count_dir: Path, make_app: Any
+    redis_url: str, request: pytest.FixtureRequest, count_dir: Path, make_app: Any
 ) -> None:
     """A finished job must not block the next one for its key (RQ keeps job ids of finished jobs)."""
-    stack = rq_stack(redis_url, memcached, "json", "url")
+    stack = rq_stack(redis_url, request, "json", "redis")
     app = make_app(stack)
     assert get(app, "/report/again").status_code == 202
     burst_worker(stack)
@@ -79,10 +94,10 @@ def test_a_key_runs_again_after_its_answer_expires(
 
 
 def test_a_failed_job_does_not_block_its_key(
-    redis_url: str, memcached: MemcachedServer, count_dir: Path, make_app: Any
+    redis_url: str, request: pytest.FixtureRequest, count_dir: Path, make_app: Any
 ) -> None:
     """A worker without OFFLOAD_APP fails the job; once configured, the next miss runs it."""
-    stack = rq_stack(redis_url, memcached, "json", "url")
+    stack = rq_stack(redis_url, request, "json", "redis")
     app = make_app(stack)
     assert get(app, "/report/broken").status_code == 202
     env = worker_env(stack)
