@@ -102,12 +102,29 @@ def test_it_resolves_with_the_final_response_and_reports_each_202(browser: Any, 
         site,
         """
         let pending = 0;
-        const response = await offloadFetch("/report?from=script", {onPending: () => { pending += 1; }});
+        const response = await offloadFetch("/report?from=script", {wait: 0, onPending: () => { pending += 1; }});
         return {status: response.status, body: await response.text(), pending: pending};
         """,
     )
     assert result["status"] == 200 and result["body"] == '{"total":42}\n', result
-    assert result["pending"] >= 1, "the first answer was a 202"
+    assert result["pending"] >= 1, "without Prefer: wait, the first answer was a 202"
+
+
+def test_by_default_the_server_holds_the_request_until_the_answer_is_stored(browser: Any, site: Example) -> None:
+    result = fetch(
+        browser,
+        site,
+        """
+        let pending = 0;
+        const response = await offloadFetch("/report?from=waiting", {onPending: () => { pending += 1; }});
+        return {
+          status: response.status, body: await response.text(), pending: pending,
+          applied: response.headers.get("Preference-Applied"),
+        };
+        """,
+    )
+    assert result["status"] == 200 and result["body"] == '{"total":42}\n', result
+    assert (result["pending"], result["applied"]) == (0, "wait=10"), "one request, held until the answer was stored"
 
 
 def test_a_response_that_is_not_202_is_resolved_as_it_is(browser: Any, site: Example) -> None:

@@ -11,10 +11,11 @@ import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
-from tests.examples import ROOT, Document, Example, claimed_markers, example
+from tests.examples import ROOT, Answer, Document, Example, claimed_markers, example, wait_for
 
 README = Document(ROOT / "README.md")
 
@@ -124,3 +125,55 @@ def test_quart(ex: Example) -> None:
     ex.write(README.block("from quart import Quart, request"))
     ex.shell(README.block("uvicorn main:app\noffload worker main:app"))
     assert json.loads(ex.poll("/report?name=you").body) == {"report": "for you"}
+
+
+def test_answers_never_go_cold(ex: Example) -> None:
+    ex.write(README.block("# dashboard.py"))
+    block = README.block("offload expire /dashboard --soft --refresh")
+    serve, expire = block.commands()
+    ex.start(ex.substituted(serve))
+    first = ex.poll("/dashboard")
+    computed = json.loads(first.body)["computed_at"]
+    assert first.status == 200 and "ttl=" in (first.header("Cache-Status") or ""), first.headers
+
+    done = ex.run(expire)
+    assert done.returncode == 0 and done.stdout.strip() == "expired 1 cached answer", done.stdout + done.stderr
+    stale = ex.get("/dashboard")
+    assert stale.status == 200, "soft expiry: the old answer is still served"
+    if json.loads(stale.body)["computed_at"] == computed:  # unless the refresh (1 s) already landed
+        assert "detail=stale-while-revalidate" in (stale.header("Cache-Status") or ""), stale.headers
+
+    def refreshed() -> Answer | None:
+        answer = ex.get("/dashboard")
+        assert answer.status == 200, "never back to 202 while stale answers may be served"
+        return answer if json.loads(answer.body)["computed_at"] != computed else None
+
+    fresh = wait_for(refreshed, 60, "the refresh --refresh queued to land")
+    assert "detail=" not in (fresh.header("Cache-Status") or ""), fresh.headers
+
+
+def test_three_ways_to_wait(ex: Example) -> None:
+    ex.write(README.block("app.wsgi_app = offload.WSGIMiddleware(app.wsgi_app, ttl=600)"))
+    ex.start(ex.substituted("offload serve myapp:app"))
+    wait_for(ex.listening, 60, "the server")
+    poll, wait, watch = (ex.run(ex.substituted(line)) for line in README.block("Prefer: wait=10").commands())
+    assert poll.stdout.strip() == "202", poll.stdout + poll.stderr
+    assert json.loads(wait.stdout) == {"total": 42}, wait.stdout + wait.stderr + ex.logs()
+
+    head, _, _ = watch.stdout.partition("\r\n\r\n")
+    assert head.startswith("HTTP/1.1 202"), watch.stdout
+    location = re.search(r"(?im)^location: (\S+)", head)
+    assert location is not None and "/_offload/jobs/" in location.group(1), head
+
+    monitor = urlsplit(location.group(1)).path
+
+    def done() -> Answer | None:
+        answer = ex.get(monitor)
+        if answer.status == 200:
+            assert json.loads(answer.body)["state"] in ("queued", "running", "retrying"), answer.body
+            return None
+        return answer
+
+    finished = wait_for(done, 60, "the status monitor to point at the answer")
+    assert finished.status == 303 and urlsplit(finished.header("Location") or "").path == "/report", finished.headers
+    assert ex.get("/report?for=monitor").body == b'{"total":42}\n'

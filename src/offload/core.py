@@ -230,6 +230,27 @@ class Offloader:
                     self._backend = self._open()
         return self._backend
 
+    @property
+    def uses_own_parts(self) -> bool:
+        """Whether the app passed both its cache and its queue as objects, so that its URL is never opened."""
+        return self._explicit_cache is not None and self._explicit_queue is not None
+
+    @property
+    def opened_backend(self) -> Backend | None:
+        """The backend in use if it was opened already, else None: looking costs no I/O."""
+        return self._backend
+
+    def use_backend(self, backend: Backend | None) -> Backend | None:
+        """Put ``backend`` under this offloader (None: open its own again on next use); return the previous one.
+
+        The in-process tier of answers is dropped and built again over the new
+        backend. :mod:`offload.testing` swaps in a recording backend this way.
+        """
+        with self._backend_lock:
+            previous, self._backend = self._backend, backend
+            self._local = None
+        return previous
+
     def _open(self) -> Backend:
         cache, queue = self._explicit_cache, self._explicit_queue
         if cache is None or queue is None:

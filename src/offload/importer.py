@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from offload.core import Offloader
@@ -61,20 +62,16 @@ def find_offloader(app: Any) -> Offloader | None:
             inner = getattr(current, name, None)
             if inner is not None and not isinstance(inner, (str, bytes, int, float)):
                 todo.append(inner)
-    return _django_project(app)
+    for finder in FINDERS:
+        found = finder(app)
+        if found is not None:
+            return found
+    return None
 
 
-def _django_project(app: Any) -> Offloader | None:
-    """For a Django handler whose project lists offload's middleware in ``MIDDLEWARE``: the project's offloader.
-
-    The handler loaded its middleware when it was made, so the integration is
-    imported by then if the project uses it.
-    """
-    if not type(app).__module__.startswith("django.") or "offload.contrib.django.conf" not in sys.modules:
-        return None
-    from offload.contrib.django.conf import installed_offloader
-
-    return installed_offloader()
+#: Where an integration says how to find the offloader of an app it knows (Django's: the project's
+#: ``MIDDLEWARE``). An integration adds its finder when it is imported, so this module imports none.
+FINDERS: list[Callable[[Any], Offloader | None]] = []
 
 
 def _build_starlette_stack(app: Any) -> None:

@@ -92,14 +92,14 @@ def find_store(
         )
     offloader = app_offloader(app)
     if url or cache_url or queue_url or (namespace is not None and namespace != offloader.namespace):
-        if namespace is not None and namespace != offloader.namespace and uses_own_parts(offloader):
+        if namespace is not None and namespace != offloader.namespace and offloader.uses_own_parts:
             raise ConfigurationError(
                 f"--namespace {namespace}: the app's cache and queue are objects of its own, "
                 f"opened for its namespace {offloader.namespace} only"
             )
         base = url or offloader.url
         return find_store(None, base, cache_url, queue_url, namespace or offloader.namespace, needs_queue=needs_queue)
-    if not uses_own_parts(offloader):
+    if not offloader.uses_own_parts:
         check_store_exists(offloader.url)
     return Store(
         display_url(offloader.url),
@@ -118,13 +118,6 @@ def app_offloader(app: Any) -> Offloader:
 
     found = find_offloader(app)
     return found if found is not None else Offloader(settings=Settings(namespace=namespace_for(app)))
-
-
-def uses_own_parts(offloader: Offloader) -> bool:
-    """Whether the app passed both its cache and its queue as objects, so that its URL is never opened."""
-    return getattr(offloader, "_explicit_cache", None) is not None and (
-        getattr(offloader, "_explicit_queue", None) is not None
-    )
 
 
 def display_url(url: str | None) -> str:

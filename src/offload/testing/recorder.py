@@ -132,8 +132,7 @@ def installed(app: Any, eager: bool) -> Iterator[Recorder]:
     recorder.worker, recorder.queue = worker, queue
     if eager:
         queue.on_push = recorder.run_jobs_now
-    saved = (offloader._backend, offloader._local)
-    offloader._backend, offloader._local = backend, None  # the in-process tier is built again over this backend
+    saved = offloader.use_backend(backend)  # the in-process tier is built again over this backend
     _forget_native_calls(app, offloader)
     if eager:
         setattr(offloader, "decide", _eager_decision(offloader))  # noqa: B010 - an instance's own method
@@ -141,7 +140,7 @@ def installed(app: Any, eager: bool) -> Iterator[Recorder]:
         yield recorder
     finally:
         offloader.__dict__.pop("decide", None)
-        offloader._backend, offloader._local = saved
+        offloader.use_backend(saved)
         _forget_native_calls(app, offloader)
 
 

@@ -24,6 +24,7 @@ from offload.checks import check_url
 from offload.contrib.options import BACKEND, checked
 from offload.core import Offloader
 from offload.errors import OffloadError
+from offload.importer import FINDERS
 from offload.inline import InlineWorkers
 from offload.namespaces import namespace_for
 from offload.routes import MEMO_SIZE, OPTIONS, Routes, marked
@@ -182,3 +183,15 @@ def installed_offloader() -> Offloader | None:
     if not settings.configured or not any(path in MIDDLEWARE_PATHS for path in getattr(settings, "MIDDLEWARE", ())):
         return None
     return project().offloader
+
+
+def _handler_offloader(app: Any) -> Offloader | None:
+    """For a Django handler whose project lists offload's middleware: the project's offloader.
+
+    The handler loaded its middleware when it was made, so this module is
+    imported, and this finder added, by then if the project uses it.
+    """
+    return installed_offloader() if type(app).__module__.startswith("django.") else None
+
+
+FINDERS.append(_handler_offloader)

@@ -63,8 +63,9 @@ class OffloadMiddleware:
         if isinstance(found, CachedResponse):
             return OffloadResponse(found, request.method == "HEAD")
         current, incoming = found
-        if self._calls is None or self._calls[0] != (current, current.offloader._backend):  # settings read again
-            self._calls = ((current, current.offloader._backend), BackendCalls(current.offloader))
+        opened = current.offloader.opened_backend
+        if self._calls is None or self._calls[0] != (current, opened):  # settings read again, or a backend swapped
+            self._calls = ((current, opened), BackendCalls(current.offloader))
         answer = await current.offloader.decide_async(incoming, self._calls[1])
         if answer is None:
             return await self.get_response(request)
