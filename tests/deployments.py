@@ -18,19 +18,18 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
 from tests import servers
+from tests.servers import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
-T = TypeVar("T")
 
 PROTOCOLS = ("wsgi", "asgi")
 BACKENDS = ("sqlite", "redis", "postgresql")
@@ -47,20 +46,6 @@ class Answer:
 
     def json(self) -> Any:
         return json.loads(self.body)
-
-
-def wait_for(condition: Callable[[], T | None], timeout: float, what: str) -> T:
-    """Poll ``condition`` until it gives a true value; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    delay = 0.05
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"waited {timeout:g}s for {what}")
-        time.sleep(delay)
-        delay = min(delay * 1.5, 0.3)
 
 
 @dataclass
@@ -123,12 +108,6 @@ class Site:
     def notes(self, name: str) -> list[str]:
         path = self.directory / name
         return path.read_text().splitlines() if path.exists() else []
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @contextlib.contextmanager

@@ -27,15 +27,15 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import IO
+
+from tests.servers import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-T = TypeVar("T")
 
 #: Shell lines that run until stopped: servers and workers (a worker with --burst ends by itself).
 LONG_RUNNING = re.compile(
@@ -122,26 +122,6 @@ def claimed_markers(name: str, document: str = "README") -> set[str]:
         and isinstance(node.args[0], ast.Constant)
         and isinstance(node.args[0].value, str)
     }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(condition: Callable[[], T | None], timeout: float = 60.0, what: str = "the condition") -> T:
-    """Poll ``condition`` until it returns a true value; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    delay = 0.05
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"waited {timeout:g}s for {what}")
-        time.sleep(delay)
-        delay = min(delay * 1.5, 0.3)
 
 
 @dataclass

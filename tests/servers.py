@@ -50,10 +50,12 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from typing import Any, NoReturn, Protocol
+from typing import Any, NoReturn, Protocol, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+
+T = TypeVar("T")
 
 REDIS_URL = "redis://127.0.0.1:6379"
 POSTGRES_URL = "postgresql://127.0.0.1:5432/test"
@@ -76,6 +78,20 @@ def free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+def wait_for(condition: Callable[[], T | None], timeout: float = 60.0, what: str = "the condition") -> T:
+    """Poll ``condition`` until it returns a true value, and return that; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    delay = 0.02
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waited {timeout:g}s for {what}")
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.3)
 
 
 def reachable(host: str, port: int) -> bool:

@@ -19,14 +19,14 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import IO
 
 import pytest
 
 from tests import servers
+from tests.servers import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
-T = TypeVar("T")
 
 #: Headers the HTTP server (gunicorn, uvicorn) adds around the app's own: not part of the app's answer.
 SERVER_HEADERS = frozenset({"date", "server", "connection", "keep-alive", "transfer-encoding"})
@@ -81,20 +81,6 @@ def fetch(port: int, target: str, headers: Headers) -> Answer:
         return Answer(response.status, tuple(response.getheaders()), body)
     finally:
         connection.close()
-
-
-def wait_for(condition: Callable[[], T | None], timeout: float, what: str) -> T:
-    """Poll ``condition`` until it returns a true value and return it; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    delay = 0.02
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"waited {timeout:g}s for {what}")
-        time.sleep(delay)
-        delay = min(delay * 1.5, 0.25)
 
 
 @dataclass

@@ -16,43 +16,23 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any
 
 import pytest
+
+from tests.servers import free_port, wait_for
 
 # The apps are imported by the processes that serve them, not collected as tests.
 collect_ignore = ["apps"]
 
 ROOT = Path(__file__).resolve().parents[2]
 PLAIN = "tests.wsgi_e2e.apps.plain:application"
-T = TypeVar("T")
 
 #: Headers the HTTP server (and offload, on the way out: Age, Cache-Status) adds around the app's own.
 SERVER_HEADERS = frozenset({"server", "date", "connection", "transfer-encoding", "keep-alive", "age", "cache-status"})
-
-
-def wait_for(condition: Callable[[], T | None], timeout: float = 60.0, what: str = "the condition") -> T:
-    """Poll ``condition`` until it returns a true value, and return that; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    delay = 0.05
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"waited {timeout:g}s for {what}")
-        time.sleep(delay)
-        delay = min(delay * 1.5, 0.5)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
