@@ -21,6 +21,7 @@ from offload import logs
 from offload.backends import DEFAULT_NAMESPACE, Cache, Queue, open_backend, resolve_url
 from offload.errors import OffloadError
 from offload.keys import target_from_url
+from offload.proxy.command import proxy
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -507,6 +508,8 @@ def _display_url(url: str | None) -> str:
         return urlunsplit(parts._replace(netloc=netloc))
     return resolved
 
+
+main.add_command(proxy)
 
 if __name__ == "__main__":  # pragma: no cover
     main()
