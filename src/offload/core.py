@@ -37,7 +37,7 @@ from offload.events import Events
 from offload.freshness import FRESH
 from offload.keys import Target, normalize_params, personal_key, request_key, variant_key
 from offload.local import KeyMemo, LocalTier
-from offload.policy import FORWARD, policy_of
+from offload.policy import FORWARD, MIDDLEWARE, CachePolicy, policy_of
 from offload.records import CachedResponse, PendingMarker, StoredRequest, VaryRecord, decode_stored
 from offload.settings import Settings, settings_from
 from offload.waiting import Waiters
@@ -164,16 +164,16 @@ def _path(request: StoredRequest) -> str:
     return request.target.full_path.decode("latin-1")
 
 
-def keys_of(request: StoredRequest) -> tuple[str, str]:
+def keys_of(request: StoredRequest, policy: CachePolicy = MIDDLEWARE) -> tuple[str, str]:
     """The primary key and the key of a stored request, computed again from what it holds.
 
     A worker compares them with the keys the request was stored under: a job
     whose inputs do not give its key is not offload's, and is dropped.
     """
-    primary = request_key(request.target, [(name, request.header(name)) for name in request.vary])
+    primary = request_key(request.target, policy.key_headers(request.vary, request.header))
     key = primary
     if request.learned:
-        key = variant_key(primary, [(name, request.header(name)) for name in request.learned])
+        key = variant_key(primary, policy.key_headers(request.learned, request.header))
     if request.personal:
         key = personal_key(key, request.owner)
     return primary, key
@@ -306,7 +306,7 @@ class Offloader:
         """The key of the request's URL: its target and its ``vary`` headers (remembered per process)."""
         key = self._keys.get(incoming.inputs)
         if key is None:
-            key = request_key(incoming.target, [(name, incoming.header(name)) for name in self.settings.vary])
+            key = request_key(incoming.target, self.policy.key_headers(self.settings.vary, incoming.header))
             size = sum(len(part) for part in incoming.inputs if isinstance(part, (str, bytes)))
             self._keys.put(incoming.inputs, key, size)
         return key
@@ -329,7 +329,7 @@ class Offloader:
             found = yield from self._lookup(key, incoming.remembered)
             if isinstance(found, VaryRecord):
                 learned = found.headers
-                key = variant_key(primary, [(name, incoming.header(name)) for name in learned])
+                key = variant_key(primary, policy.key_headers(learned, incoming.header))
                 found = yield from self._lookup(key, incoming.remembered)
                 fwd = "vary-miss"
             if incoming.personal or (

@@ -20,7 +20,7 @@ at once), :meth:`~CachePolicy.replayed` (what a job keeps of the request),
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Literal
 
 from offload import freshness, storable
@@ -62,6 +62,16 @@ class CachePolicy:
         Queue one job (and answer 202), let the app answer it, or answer at once.
         """
         return QUEUE
+
+    def keyed(self, name: str, value: bytes | None) -> bytes | None:
+        """The value a request header has in a key (None: absent); the middleware keys the bytes as sent."""
+        return value
+
+    def key_headers(
+        self, names: Iterable[str], header: Callable[[str], bytes | None]
+    ) -> list[tuple[str, bytes | None]]:
+        """The headers ``names`` as a key is made of them, read with ``header``."""
+        return [(name, self.keyed(name, header(name))) for name in names]
 
     def replayed(self, incoming: Incoming, keyed: tuple[str, ...]) -> tuple[list[tuple[str, bytes]], tuple[str, ...]]:
         """The headers a job replays (lowercase names, values as sent) and the names of the others the client sent.

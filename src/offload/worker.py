@@ -186,7 +186,7 @@ class Worker:
         offloader, queue, cache = self.offloader, self.offloader.queue, self.offloader.cache
         try:
             request = StoredRequest.decode(claim.payload)
-            if (request.primary, request.key) != keys_of(request) or request.key != claim.key:
+            if (request.primary, request.key) != keys_of(request, offloader.policy) or request.key != claim.key:
                 raise CorruptRecord("the job's keys do not match its request")
         except CorruptRecord as error:
             log.warning("dropping job %s: not in offload's format (%s)", claim.job_id, error)
@@ -284,7 +284,7 @@ class Worker:
                 log.info("%s varies on %s: learned; computing it again with them", _describe(request), verdict.learn)
                 self._learn(request, vary, path, done, epoch)
                 return False
-            key = variant_key(request.primary, [(name, request.header(name)) for name in learned])
+            key = variant_key(request.primary, policy.key_headers(learned, request.header))
             if request.personal:
                 key = personal_key(key, request.owner)
         life = policy.lifetimes(response, request, settings, now)

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from offload.asgi import ASGIMiddleware, Message, Receive, Scope, Send
 from offload.core import Incoming
-from offload.delivery import Conditions
+from offload.delivery import MEMBER, Conditions
 from offload.errors import BackendUnavailable, ConfigurationError
 from offload.proxy import fields
 from offload.proxy.policy import SharedCache
@@ -28,6 +28,9 @@ from offload.proxy.upstream import Fetcher, Forwarder, Upstream
 from offload.records import CachedResponse, StoredRequest
 
 log = logging.getLogger("offload.proxy")
+
+#: Where the scope of a request keeps when it arrived, for the answer's ``Cache-Status``.
+ARRIVED = "offload.proxy.arrived"
 
 #: Options of :func:`proxy_app` that describe the upstream rather than the cache.
 UPSTREAM_OPTIONS = ("timeout", "connect_timeout", "max_connections", "keepalive")
@@ -61,6 +64,7 @@ class ProxyMiddleware(ASGIMiddleware):
         self, scope: Scope, method: str, headers: dict[bytes, bytes], inputs: tuple[Any, ...], conditions: Conditions
     ) -> Incoming:
         incoming = super().incoming(scope, method, headers, inputs, conditions)
+        scope[ARRIVED] = incoming.arrived
         raw_query = bytes(scope.get("query_string", b""))
         return dataclasses.replace(incoming, target=dataclasses.replace(incoming.target, query=raw_query))
 
@@ -73,7 +77,14 @@ class ProxyMiddleware(ASGIMiddleware):
     async def respond(
         self, scope: Scope, send: Send, response: CachedResponse, extra: tuple[bytes, bytes] | None = None
     ) -> None:
-        """Send a stored answer; to a ``Range`` request, the part it asks for (:mod:`offload.proxy.ranges`)."""
+        """Send a stored answer; to a ``Range`` request, the part it asks for (:mod:`offload.proxy.ranges`).
+
+        An answer fetched while the request waited says so in ``Cache-Status``
+        (``fwd=miss``, the upstream's status, and ``stored`` when it was kept).
+        """
+        arrived = scope.get(ARRIVED)
+        if self.offloader.settings.cache_status and arrived is not None and response.created >= arrived:
+            response = _fetched(response)
         if scope.get("method") == "GET" and response.status == 200:
             wanted = _field(scope, b"range")
             if wanted is not None:
@@ -83,6 +94,16 @@ class ProxyMiddleware(ASGIMiddleware):
     def offload_replayer(self) -> Callable[[StoredRequest, int], CachedResponse]:
         """How a worker replays this app's requests: a fetch from the upstream (see :mod:`offload.replay`)."""
         return self._fetcher()
+
+
+def _fetched(response: CachedResponse) -> CachedResponse:
+    """The answer with the ``Cache-Status`` of one fetched for the request it goes to (RFC 9211)."""
+    value = f"{MEMBER}; fwd=miss; fwd-status={response.status}" + ("" if response.private else "; stored")
+    headers = tuple(
+        (name, value) if name == "Cache-Status" and old.startswith(MEMBER + ";") else (name, old)
+        for name, old in response.headers
+    )
+    return dataclasses.replace(response, headers=headers)
 
 
 def _field(scope: Scope, name: bytes) -> str | None:

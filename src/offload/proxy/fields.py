@@ -123,7 +123,7 @@ def directives(fields: Fields, name: str = "cache-control") -> dict[str, str | N
     for key, value in fields:
         if key.lower() != name:
             continue
-        for part in _list_members(value):
+        for part in list_members(value):
             parsed = _directive(part)
             if parsed is not None and parsed[0] not in found:
                 found[parsed[0]] = parsed[1]
@@ -144,8 +144,12 @@ def _directive(part: str) -> tuple[str, str | None] | None:
     return None
 
 
-def _list_members(value: str) -> list[str]:
-    """Split a comma-separated field value, leaving commas inside quoted strings alone."""
+def list_members(value: str) -> list[str]:
+    """The members of a comma-separated field value, trimmed; commas inside quoted strings are left alone.
+
+    >>> list_members(' a ,b,, "c, d" ')
+    ['a', 'b', '"c, d"']
+    """
     members: list[str] = []
     current: list[str] = []
     quoted = escaped = False

@@ -63,6 +63,8 @@ UNDERSTOOD_STATUSES = frozenset(
 )
 #: Request headers that carry credentials: a fetch whose request has one keeps no copy of the request.
 CREDENTIALS = ("authorization", "cookie", "proxy-authorization")
+#: Request fields whose values compare case-insensitively: language ranges, content codings, charsets.
+CASELESS_FIELDS = frozenset({"accept-language", "accept-encoding", "accept-charset"})
 #: The pseudo-header under which a stored request keeps the client's address (for ``X-Forwarded-For``).
 #: It starts with a colon, which no header name has, so no ``Vary`` can name it.
 CLIENT = ":client"
@@ -127,6 +129,21 @@ class SharedCache(CachePolicy):
         if isinstance(found, CachedResponse) and is_pass(found):
             return FORWARD
         return QUEUE
+
+    def keyed(self, name: str, value: bytes | None) -> bytes | None:
+        """A request header as a key holds it: normalised as RFC 9111 4.1 allows when matching ``Vary``.
+
+        Field lines are combined, whitespace around the commas between members
+        and empty members go (``"1,2"``, ``" 1 , 2 "`` and two lines ``1`` and
+        ``2`` are one value), and the fields whose values are case-insensitive
+        (:data:`CASELESS_FIELDS`) are lowercased.
+        """
+        if value is None:
+            return None
+        normal = ", ".join(fields.list_members(value.decode("latin-1")))
+        if name in CASELESS_FIELDS:
+            normal = normal.lower()
+        return normal.encode("latin-1")
 
     def replayed(self, incoming: Incoming, keyed: tuple[str, ...]) -> tuple[list[tuple[str, bytes]], tuple[str, ...]]:
         """Every header the client sent, as sent, and its address; the key's headers are among them."""

@@ -13,6 +13,11 @@
   validators exists (``If-None-Match``, ``If-Modified-Since``), and returns
   the whole answer; a ``304`` freshens the stored answer (RFC 9111 4.3.4).
   The answer records its corrected initial age (RFC 9111 4.2.3) in ``Age``.
+  Each fetch has a connection of its own (``Connection: close``): an answer
+  is shared once stored, so it must never be read from a connection on
+  which a previous answer left bytes its framing did not account for (a
+  ``Content-Length`` shorter than the body, a body after a ``304``), which
+  the HTTP client would take for the start of the next answer.
 
 Both drop the hop-by-hop fields each way and add the ``Forwarded`` family and
 ``Via`` to requests (:mod:`offload.proxy.fields`). An upstream that cannot be
@@ -197,8 +202,9 @@ class Fetcher:
             with self._lock:
                 client = self._client
                 if client is None:
+                    limits = httpx.Limits(max_connections=self.upstream.max_connections, max_keepalive_connections=0)
                     client = self._client = httpx.Client(
-                        timeout=self.upstream.timeouts(), limits=self.upstream.limits(), follow_redirects=False
+                        timeout=self.upstream.timeouts(), limits=limits, follow_redirects=False
                     )
         return client
 
@@ -211,7 +217,7 @@ class Fetcher:
         stored = self.stored(request)
         client = (request.header(CLIENT) or b"").decode("latin-1")
         text = [(name, value.decode("latin-1")) for name, value in request.headers if not name.startswith(":")]
-        headers = outgoing(text, client, target, cache_decides=True)
+        headers = [*outgoing(text, client, target, cache_decides=True), ("Connection", "close")]
         if stored is not None:
             headers += validators(stored)
         raw_path = target.raw_path if target.raw_path is not None else quote(target.full_path).encode()
