@@ -232,3 +232,24 @@ def test_an_unsafe_method_invalidates_the_stored_answer(proxy: Proxy, upstream: 
     assert httpx.post(f"{proxy.url}{path}", content=b"changed", timeout=10).status_code == 200
     assert httpx.get(f"{proxy.url}{path}?size=10", timeout=10).status_code == 200
     assert seen(upstream, path)["count"] == 3, "fetched, posted, fetched again"
+
+
+@pytest.mark.parametrize("shared_cache", [True, False])
+def test_proxy_app_is_an_asgi_app_of_its_own(upstream: Started, shared_cache: bool) -> None:
+    """``offload.proxy_app`` in a process of one's own: a memory:// backend, its worker a thread of the process."""
+    import asyncio
+
+    import offload
+
+    app = offload.proxy_app(upstream.url, url=f"memory://{uuid.uuid4().hex}", shared_cache=shared_cache)
+    path = unique("/bytes")
+
+    async def exchange() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app, client=("192.0.2.7", 5000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://proxy.test") as client:
+            return [await client.get(f"{path}?size=5000") for _ in range(2)]
+
+    first, second = asyncio.run(exchange())
+    assert first.status_code == second.status_code == 200
+    assert first.content == second.content == pattern(5000)
+    assert seen(upstream, path)["count"] == 1

@@ -32,9 +32,6 @@ log = logging.getLogger("offload.proxy")
 #: Where the scope of a request keeps when it arrived, for the answer's ``Cache-Status``.
 ARRIVED = "offload.proxy.arrived"
 
-#: Options of :func:`proxy_app` that describe the upstream rather than the cache.
-UPSTREAM_OPTIONS = ("timeout", "connect_timeout", "max_connections", "keepalive")
-
 #: What proxy mode changes in offload's defaults, and why.
 PROXY_DEFAULTS: dict[str, Any] = {
     "vary": (),  # the key is the URL and what the origin's Vary names (RFC 9111 4.1)
@@ -138,7 +135,16 @@ def _now() -> str:
     return _last[1]
 
 
-def proxy_app(upstream: str, *, shared_cache: bool = True, **options: Any) -> ProxyMiddleware:
+def proxy_app(
+    upstream: str,
+    *,
+    shared_cache: bool = True,
+    timeout: float = 30.0,
+    connect_timeout: float = 5.0,
+    max_connections: int = 100,
+    keepalive: float = 4.0,
+    **options: Any,
+) -> ProxyMiddleware:
     """An ASGI app that serves ``upstream`` (an ``http://`` URL) through offload.
 
     GETs follow the worker pattern: a miss waits up to ``miss_wait`` seconds
@@ -164,8 +170,9 @@ def proxy_app(upstream: str, *, shared_cache: bool = True, **options: Any) -> Pr
     >>> app.offloader.settings.miss_wait, app.offloader.settings.vary
     (35.0, ())
     """
-    limits = {name: options.pop(name) for name in UPSTREAM_OPTIONS if name in options}
-    origin = Upstream(upstream, **limits)
+    origin = Upstream(
+        upstream, timeout=timeout, connect_timeout=connect_timeout, max_connections=max_connections, keepalive=keepalive
+    )
     settings: dict[str, Any] = {**PROXY_DEFAULTS, **options}
     settings.setdefault("miss_wait", origin.timeout + 5.0)
     settings.setdefault("max_wait", max(30.0, float(settings["miss_wait"])))

@@ -79,9 +79,9 @@ def forwarded(
     say what the client asked for (replacing any it sent); ``Via`` names this
     proxy (RFC 9110 7.6.3).
 
-    >>> forwarded([("Accept", "*/*")], "192.0.2.1", "https", "example.com")[1:]
-    [('X-Forwarded-For', '192.0.2.1'), ('X-Forwarded-Proto', 'https'), ('X-Forwarded-Host', 'example.com'), \
-('Forwarded', 'for=192.0.2.1;host=example.com;proto=https'), ('Via', '1.1 offload')]
+    >>> sent = dict(forwarded([("Accept", "*/*"), ("Via", "1.0 edge")], "192.0.2.1", "https", "example.com"))
+    >>> sent["Forwarded"], sent["X-Forwarded-For"], sent["Via"]
+    ('for=192.0.2.1;host=example.com;proto=https', '192.0.2.1', '1.0 edge, 1.1 offload')
     """
     replaced = {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded", "via"}
     prior = {name: [v for n, v in fields if n.lower() == name] for name in ("x-forwarded-for", "forwarded", "via")}
