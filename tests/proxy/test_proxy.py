@@ -9,6 +9,7 @@ wire, byte for byte.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import threading
 import time
@@ -129,17 +130,30 @@ def test_revalidation_with_a_304_freshens_the_stored_answer(proxy: Proxy, upstre
     assert seen(upstream, path)["count"] == 2, "fresh again for 60 s"
 
 
+def echoed(proxy: Proxy, method: str, target: str, headers: list[tuple[str, str]]) -> dict[str, str]:
+    """The header fields the Node upstream received for a request sent with exactly ``headers``."""
+    connection = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=10)
+    try:
+        connection.putrequest(method, target, skip_host=True, skip_accept_encoding=True)
+        for name, value in [("Host", f"127.0.0.1:{proxy.port}"), *headers]:
+            connection.putheader(name, value)
+        connection.endheaders(b"x" if method == "POST" else None)
+        response = connection.getresponse()
+        assert response.status == 200, response.read()
+        raw = json.loads(response.read())["headers"]
+    finally:
+        connection.close()
+    return {name.lower(): value for name, value in zip(raw[::2], raw[1::2], strict=True)}
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
 def test_hop_by_hop_fields_stay_on_their_hop_and_forwarding_fields_are_added(
-    node_proxy: Proxy, node_upstream: Started
+    node_proxy: Proxy, node_upstream: Started, method: str
 ) -> None:
-    answer = httpx.get(
-        f"{node_proxy.url}/node/echo?x=1",
-        headers={"Connection": "keep-alive, X-Private", "X-Private": "no", "Keep-Alive": "5", "X-End": "yes"},
-        timeout=10,
-    )
-    assert answer.status_code == 200
-    raw = json.loads(answer.text)["headers"]
-    received = {name.lower(): value for name, value in zip(raw[::2], raw[1::2], strict=True)}
+    sent = [("Connection", "keep-alive, X-Private"), ("X-Private", "no"), ("Keep-Alive", "5"), ("X-End", "yes")]
+    if method == "POST":
+        sent.append(("Content-Length", "1"))
+    received = echoed(node_proxy, method, f"/node/echo?{uuid.uuid4().hex}", sent)
     assert received["x-end"] == "yes"
     assert "x-private" not in received and "keep-alive" not in received
     assert received["x-forwarded-for"] == "127.0.0.1"
@@ -147,7 +161,20 @@ def test_hop_by_hop_fields_stay_on_their_hop_and_forwarding_fields_are_added(
     assert received["x-forwarded-host"] == f"127.0.0.1:{node_proxy.port}"
     assert received["forwarded"] == f'for=127.0.0.1;host="127.0.0.1:{node_proxy.port}";proto=http'
     assert received["via"] == "1.1 offload"
-    assert json.loads(answer.text)["url"] == "/node/echo?x=1"
+    assert received["host"] == f"127.0.0.1:{node_upstream.port}"
+    added = set(received) - {"x-end", "host", "connection", "content-length"}
+    assert added == {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded", "via"}, (
+        "nothing else is added: no Accept-Encoding, User-Agent or Accept the client did not send"
+    )
+
+
+def test_cookies_an_answer_sets_never_go_with_another_request(node_proxy: Proxy, node_upstream: Started) -> None:
+    assert httpx.get(f"{node_proxy.url}/node/cookies?{uuid.uuid4().hex}", timeout=10).headers.get_list("set-cookie")
+    assert httpx.post(f"{node_proxy.url}/node/cookies", content=b"x", timeout=10).headers.get_list("set-cookie")
+    for method in ("GET", "POST"):
+        length = [("Content-Length", "1")] if method == "POST" else []
+        received = echoed(node_proxy, method, f"/node/echo?{uuid.uuid4().hex}", length)
+        assert "cookie" not in received, method
 
 
 def test_answers_of_a_node_upstream_are_byte_exact(node_proxy: Proxy, node_upstream: Started) -> None:

@@ -32,11 +32,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import http.cookiejar
 import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote, unquote_to_bytes, urljoin, urlsplit
 
 from offload.core import Offloader, own_answer
@@ -122,6 +123,35 @@ class Upstream:
         return dataclasses.replace(answer, headers=(*answer.headers, ("Date", fields.imf_date(time.time()))))
 
 
+def quiet(limits: httpx.Limits) -> dict[str, Any]:
+    """Options of an HTTP client that sends what the proxy is given and keeps nothing between requests.
+
+    No cookie jar (cookies one client's answer set must never go with another
+    client's request), no proxy or ``.netrc`` credentials from the
+    environment, no redirects followed.
+    """
+    return {
+        "limits": limits,
+        "cookies": http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[])),
+        "trust_env": False,
+        "follow_redirects": False,
+    }
+
+
+Client = TypeVar("Client", httpx.Client, httpx.AsyncClient)
+
+
+def plain(client: Client) -> Client:
+    """The client without the headers httpx adds by default (``Accept``, ``Accept-Encoding``, ``User-Agent``...).
+
+    The upstream gets the client's own: an ``Accept-Encoding`` the client did
+    not send would bring back a body it cannot read.
+    """
+    for name in list(client.headers):
+        del client.headers[name]
+    return client
+
+
 def outgoing(headers: fields.Fields, client: str, target: Target, *, cache_decides: bool) -> list[tuple[str, str]]:
     """The fields of a request as sent upstream: end-to-end, without Host and framing, with ``Forwarded``.
 
@@ -203,9 +233,7 @@ class Fetcher:
                 client = self._client
                 if client is None:
                     limits = httpx.Limits(max_connections=self.upstream.max_connections, max_keepalive_connections=0)
-                    client = self._client = httpx.Client(
-                        timeout=self.upstream.timeouts(), limits=limits, follow_redirects=False
-                    )
+                    client = self._client = plain(httpx.Client(timeout=self.upstream.timeouts(), **quiet(limits)))
         return client
 
     def close(self) -> None:
@@ -300,8 +328,8 @@ class Forwarder:
         loop = id(asyncio.get_running_loop())
         client = self._clients.get(loop)
         if client is None:
-            client = self._clients[loop] = httpx.AsyncClient(
-                timeout=self.upstream.timeouts(), limits=self.upstream.limits(), follow_redirects=False
+            client = self._clients[loop] = plain(
+                httpx.AsyncClient(timeout=self.upstream.timeouts(), **quiet(self.upstream.limits()))
             )
         return client
 
