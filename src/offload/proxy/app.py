@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from offload.asgi import ASGIMiddleware, Message, Receive, Scope, Send
 from offload.core import Incoming
 from offload.delivery import MEMBER, Conditions
-from offload.errors import BackendUnavailable, ConfigurationError
+from offload.errors import BackendUnavailable
 from offload.proxy import fields
 from offload.proxy.policy import SharedCache
 from offload.proxy.ranges import ranged
@@ -44,18 +44,28 @@ PROXY_DEFAULTS: dict[str, Any] = {
 
 
 class ProxyMiddleware(ASGIMiddleware):
-    """offload's ASGI middleware for a proxy: the key and replay of an HTTP cache, ``Date`` on every answer.
+    """offload's ASGI middleware in front of ``upstream``: the key and the fetches of an HTTP cache.
 
     The query is part of the key as the client sent it (a proxy sends on the
     URL it was given, byte for byte), and every answer carries a ``Date``
-    (RFC 9110 6.6.1), offload's own included.
+    (RFC 9110 6.6.1), offload's own included. With ``shared_cache``, unsafe
+    methods invalidate what is stored (RFC 9111 4.4), and an answer too large
+    to keep makes its URL go straight to the upstream. Build it with
+    :func:`proxy_app`, which sets proxy mode's defaults.
     """
 
-    def __init__(
-        self, app: Forwarder, *, fetcher: Callable[[], Callable[[StoredRequest, int], CachedResponse]], **options: Any
-    ) -> None:
-        super().__init__(app, **options)
-        self._fetcher = fetcher
+    def __init__(self, upstream: Upstream, *, shared_cache: bool = True, **options: Any) -> None:
+        self.upstream = upstream
+        self.shared_cache = shared_cache
+        super().__init__(Forwarder(upstream, self.invalidate if shared_cache else None), **options)
+
+    def invalidate(self, paths: list[str]) -> None:
+        """Drop every stored answer of these paths, whatever their query: more than asked is safe, less is not."""
+        for path in paths:
+            try:
+                self.offloader.expire(path)
+            except BackendUnavailable as error:
+                log.error("cannot invalidate %s after an unsafe request (%s)", path, error)
 
     def incoming(
         self, scope: Scope, method: str, headers: dict[bytes, bytes], inputs: tuple[Any, ...], conditions: Conditions
@@ -90,7 +100,7 @@ class ProxyMiddleware(ASGIMiddleware):
 
     def offload_replayer(self) -> Callable[[StoredRequest, int], CachedResponse]:
         """How a worker replays this app's requests: a fetch from the upstream (see :mod:`offload.replay`)."""
-        return self._fetcher()
+        return Fetcher(self.upstream, self.offloader, passes_large=self.shared_cache)
 
 
 def _fetched(response: CachedResponse) -> CachedResponse:
@@ -181,25 +191,7 @@ def proxy_app(
         settings.setdefault("policy", SharedCache())
     elif "vary" not in options:
         settings["vary"] = ("authorization", "cookie")
-    holder: list[ProxyMiddleware] = []
-
-    def invalidate(paths: list[str]) -> None:
-        for path in paths:  # every query of the path: invalidating more than asked is safe
-            try:
-                holder[0].offloader.expire(path)
-            except BackendUnavailable as error:
-                log.error("cannot invalidate %s after an unsafe request (%s)", path, error)
-
-    def fetcher() -> Callable[[StoredRequest, int], CachedResponse]:
-        return Fetcher(origin, holder[0].offloader, passes_large=shared_cache)
-
-    forwarder = Forwarder(origin, invalidate if shared_cache else None)
-    try:
-        app = ProxyMiddleware(forwarder, fetcher=fetcher, **settings)
-    except TypeError as error:
-        raise ConfigurationError(str(error)) from None
-    holder.append(app)
-    return app
+    return ProxyMiddleware(origin, shared_cache=shared_cache, **settings)
 
 
 def namespace_of(url: str) -> str:
