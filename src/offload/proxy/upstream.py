@@ -214,7 +214,8 @@ def freshened(stored: CachedResponse, update: list[tuple[str, str]]) -> tuple[tu
 class Fetcher:
     """A worker's replay in proxy mode: a stored GET sent to the upstream, its whole answer returned.
 
-    Called from the worker's threads; one HTTP client (a connection pool) serves them all.
+    Called from the worker's threads; one HTTP client serves them all, with a
+    connection per fetch (see the module's docstring).
     """
 
     def __init__(self, upstream: Upstream, offloader: Offloader | None = None, passes_large: bool = False) -> None:
