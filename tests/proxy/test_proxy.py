@@ -280,3 +280,15 @@ def test_proxy_app_is_an_asgi_app_of_its_own(upstream: Started, shared_cache: bo
     assert first.status_code == second.status_code == 200
     assert first.content == second.content == pattern(5000)
     assert seen(upstream, path)["count"] == 1
+
+
+def test_an_answer_larger_than_max_body_is_streamed_instead_of_stored(proxy: Proxy, upstream: Started) -> None:
+    path = unique("/bytes")
+    size = 11 * MIB  # max_body is 10 MiB
+    answer = httpx.get(f"{proxy.url}{path}?size={size}", timeout=30)
+    assert answer.status_code == 200
+    assert answer.content == pattern(size)
+    assert seen(upstream, path)["count"] == 2, "the worker stopped at the length, then the request streamed"
+    again = httpx.get(f"{proxy.url}{path}?size={size}", timeout=30)
+    assert again.content == pattern(size)
+    assert seen(upstream, path)["count"] == 3, "streamed straight through from then on"

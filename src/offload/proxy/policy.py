@@ -190,8 +190,8 @@ class SharedCache(CachePolicy):
         return all(request.header(name) is None for name in CREDENTIALS)
 
     def lifetimes(self, response: CachedResponse, request: StoredRequest, settings: Settings, now: float) -> Lifetimes:
-        if is_pass(response):
-            return Lifetimes(PASS_TTL, 0.0, 0.0)
+        if is_pass(response):  # stale at once, so that nothing serves it, and kept to send requests on
+            return Lifetimes(0.0, 0.0, 0.0, PASS_TTL)
         if response.failed and not response.from_app:  # offload's own 502 or 504: the upstream failed
             return Lifetimes(settings.error_ttl, 0.0, 0.0)
         cc, _ = self.directives_of(response)
