@@ -100,7 +100,7 @@ class Site:
         return wait_for(answered, timeout, f"GET {target} to stop answering 202")
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "OFFLOAD_ISOLATION_DIR": str(self.directory)}
+        env = {**os.environ, "PYTHONPATH": python_path(), "OFFLOAD_ISOLATION_DIR": str(self.directory)}
         return subprocess.run(
             [sys.executable, "-m", "offload", *args], capture_output=True, text=True, timeout=60, env=env, check=False
         )
@@ -110,13 +110,18 @@ class Site:
         return path.read_text().splitlines() if path.exists() else []
 
 
+def python_path() -> str:
+    """The children's ``PYTHONPATH``: this checkout, then the caller's (which may put its sources first)."""
+    return os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+
+
 @contextlib.contextmanager
 def serving(site: Site, app: str, web_processes: int = 1) -> Iterator[Site]:
     """``offload serve`` the app (``MODULE:ATTR``) on a free port with one worker; stop everything afterwards."""
     site.port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("OFFLOAD_")},
-        "PYTHONPATH": str(ROOT),
+        "PYTHONPATH": python_path(),
         "PYTHONUNBUFFERED": "1",
         "OFFLOAD_ISOLATION_DIR": str(site.directory),
         "XDG_RUNTIME_DIR": str(site.directory),

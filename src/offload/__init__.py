@@ -30,6 +30,7 @@ __all__ = [
     "Settings",
     "WSGIMiddleware",
     "expire",
+    "proxy_app",
     "tag",
     "warm",
 ]
@@ -92,3 +93,13 @@ def warm(
 
     offloader, asgi = warming.offloader_for(app, url, namespace)
     return warming.warm(offloader, functools.partial(target_from_url, raw_path=asgi), warming.absolute(urls, base))
+
+
+def proxy_app(upstream: str, **options: Any) -> Any:
+    """offload in front of the HTTP server ``upstream``: an ASGI app; see :func:`offload.proxy.proxy_app`.
+
+    Needs httpx (``pip install "offload[proxy]"``).
+    """
+    from offload.proxy.app import proxy_app as build
+
+    return build(upstream, **options)

@@ -126,7 +126,7 @@ class ASGIMiddleware(Middleware[ASGIApp]):
         fresh = b"cache-control" in headers or b"pragma" in headers  # it may ask for a refresh
         response = None if fresh else self.offloader.kept(inputs, conditions or NO_CONDITIONS)
         if response is None:
-            incoming = incoming_from_scope(scope, method, headers, inputs, conditions or NO_CONDITIONS)
+            incoming = self.incoming(scope, method, headers, inputs, conditions or NO_CONDITIONS)
             response = await self.offloader.decide_async(incoming, self._calls)
         if self.offloader.events.listeners:
             self.offloader.told(response, scope.get("path", ""), started)
@@ -136,7 +136,19 @@ class ASGIMiddleware(Middleware[ASGIApp]):
         extra = None
         if self.offloader.settings.server_timing:
             extra = (b"server-timing", server_timing(response, started).encode("latin-1"))
-        await send_response(send, response, with_body=method != "HEAD", extra=extra)
+        await self.respond(scope, send, response, extra)
+
+    def incoming(
+        self, scope: Scope, method: str, headers: dict[bytes, bytes], inputs: tuple[Any, ...], conditions: Conditions
+    ) -> Incoming:
+        """The request as the core sees it (:func:`incoming_from_scope`); a subclass may shape it otherwise."""
+        return incoming_from_scope(scope, method, headers, inputs, conditions)
+
+    async def respond(
+        self, scope: Scope, send: Send, response: CachedResponse, extra: tuple[bytes, bytes] | None = None
+    ) -> None:
+        """Send the answer offload decided on (a subclass may shape it for the request, such as a range of it)."""
+        await send_response(send, response, with_body=scope.get("method") != "HEAD", extra=extra)
 
     def _passing(self, send: Send, fwd: str) -> Send:
         """``send`` adding ``Cache-Status: offload; fwd=...`` to what the app answers by itself."""

@@ -27,6 +27,7 @@ from offload.backends import DEFAULT_NAMESPACE, open_backend, resolve_url
 from offload.checks import check_app, check_part
 from offload.errors import BackendUnavailable, OffloadError
 from offload.keys import target_from_url
+from offload.proxy.command import proxy
 from offload.stores import Store, display_url, find_store, open_cache, open_queue
 
 __all__ = ["main", "open_cache", "open_queue"]
@@ -627,6 +628,8 @@ def _backend_call(func: Callable[[], Any]) -> Any:
     except OffloadError as error:
         raise click.ClickException(str(error)) from None
 
+
+main.add_command(proxy)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import math
 import random
+import secrets
 import threading
 import time
 from collections.abc import Awaitable, Callable, Generator, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 from offload import admission, freshness
@@ -33,8 +35,9 @@ from offload.delivery import NO_CONDITIONS, Conditions, deliver, status_of, with
 from offload.errors import BackendUnavailable, ConfigurationError, CorruptRecord, QueueFull
 from offload.events import Events
 from offload.freshness import FRESH
-from offload.keys import Target, normalize_params, request_key, variant_key
+from offload.keys import Target, normalize_params, personal_key, request_key, variant_key
 from offload.local import KeyMemo, LocalTier
+from offload.policy import FORWARD, MIDDLEWARE, CachePolicy, policy_of
 from offload.records import CachedResponse, PendingMarker, StoredRequest, VaryRecord, decode_stored
 from offload.settings import Settings, settings_from
 from offload.waiting import Waiters
@@ -88,6 +91,20 @@ class Incoming:
     respond_async: bool = False  # the client prefers a status monitor (Prefer: respond-async)
     no_cache: bool = False  # the client asked for a fresh answer (Cache-Control: no-cache)
     key: str = ""  # set by the decision: the key whose answer a 202 stands for
+    seen: tuple[Any, ...] | None = None  # set by the decision: what it found under ``key`` (see :func:`version`)
+    owner: str = ""  # a token of this request's own, when answers for one client go to their request only
+    personal: bool = False  # set by the decision: this request's job has a key of its own (see keys.personal_key)
+    remembered: bool = True  # whether answers kept in this process's memory may serve it (not after a wait)
+    arrived: float = field(default_factory=time.time)
+
+
+def _is_for(answer: CachedResponse, incoming: Incoming) -> bool:
+    """Whether an answer kept for one client may go to this request: it has no owner, or it is this request's."""
+    return not answer.owner or answer.owner == incoming.owner
+
+
+def _no_early_refresh() -> float:
+    return 1.0
 
 
 def own_answer(status: int, retry_after: int | None = None, body: bytes = b"") -> CachedResponse:
@@ -134,20 +151,32 @@ def _told(answer: CachedResponse, outcome: str) -> CachedResponse:
     return answer
 
 
+def version(found: CachedResponse | VaryRecord | None) -> tuple[Any, ...] | None:
+    """What tells one stored record from the next under a key: a waiting request is woken by a change of it."""
+    if isinstance(found, CachedResponse):
+        return (found.created, found.expires, found.retry_at, found.private, found.owner)
+    if isinstance(found, VaryRecord):
+        return ("vary", found.headers)
+    return None
+
+
 def _path(request: StoredRequest) -> str:
     return request.target.full_path.decode("latin-1")
 
 
-def keys_of(request: StoredRequest) -> tuple[str, str]:
+def keys_of(request: StoredRequest, policy: CachePolicy = MIDDLEWARE) -> tuple[str, str]:
     """The primary key and the key of a stored request, computed again from what it holds.
 
     A worker compares them with the keys the request was stored under: a job
     whose inputs do not give its key is not offload's, and is dropped.
     """
-    primary = request_key(request.target, [(name, request.header(name)) for name in request.vary])
-    if not request.learned:
-        return primary, primary
-    return primary, variant_key(primary, [(name, request.header(name)) for name in request.learned])
+    primary = request_key(request.target, policy.key_headers(request.vary, request.header))
+    key = primary
+    if request.learned:
+        key = variant_key(primary, policy.key_headers(request.learned, request.header))
+    if request.personal:
+        key = personal_key(key, request.owner)
+    return primary, key
 
 
 class Offloader:
@@ -172,6 +201,8 @@ class Offloader:
         if settings is not None and options:
             raise ConfigurationError("pass either settings= or keyword options, not both")
         self.settings = settings if settings is not None else settings_from(options)
+        #: The rules this deployment follows (the ``policy`` setting; the middleware's by default).
+        self.policy = policy_of(self.settings)
         self.namespace = self.settings.namespace or DEFAULT_NAMESPACE
         self.url = resolve_url(url)  # read the environment now, not at the first request
         self._explicit_cache = cache
@@ -296,7 +327,7 @@ class Offloader:
         """The key of the request's URL: its target and its ``vary`` headers (remembered per process)."""
         key = self._keys.get(incoming.inputs)
         if key is None:
-            key = request_key(incoming.target, [(name, incoming.header(name)) for name in self.settings.vary])
+            key = request_key(incoming.target, self.policy.key_headers(self.settings.vary, incoming.header))
             size = sum(len(part) for part in incoming.inputs if isinstance(part, (str, bytes)))
             self._keys.put(incoming.inputs, key, size)
         return key
@@ -309,23 +340,33 @@ class Offloader:
             return None
         if incoming.url_size > self.settings.max_url:
             return self.uri_too_long
+        policy = self.policy
+        if policy.owned_answers and not incoming.owner:
+            incoming.owner = secrets.token_hex(16)
         primary = key = self.primary_key(incoming)
         learned: tuple[str, ...] = ()
         fwd = "uri-miss"
         try:
-            found = yield from self._lookup(key)
+            found = yield from self._lookup(key, incoming.remembered)
             if isinstance(found, VaryRecord):
                 learned = found.headers
-                key = variant_key(primary, [(name, incoming.header(name)) for name in learned])
-                found = yield from self._lookup(key)
+                key = variant_key(primary, policy.key_headers(learned, incoming.header))
+                found = yield from self._lookup(key, incoming.remembered)
                 fwd = "vary-miss"
+            if incoming.personal or (
+                isinstance(found, CachedResponse) and found.private and not _is_for(found, incoming)
+            ):
+                # Another request's own answer: this one gets its own, under a key of its own.
+                key, incoming.personal = personal_key(key, incoming.owner), True
+                found = yield from self._lookup(key, incoming.remembered)
             now = time.time()
             if isinstance(found, CachedResponse) and found.private:
-                mine = yield from self._take(key)
+                mine = yield from self._take(key, incoming)
                 if mine is not None:
                     return deliver(mine, now, FRESH, incoming.conditions, self.settings.cache_status)
+                found = None
             elif isinstance(found, CachedResponse):
-                look = freshness.look(found, now, self.settings.early_refresh, self.random.random)
+                look = policy.look(found, incoming, now, self.settings, self.random.random)
                 if look.serve:
                     # A client's no-cache never makes it wait: at most one refresh, deduplicated, once a second.
                     wanted = look.refresh or (incoming.no_cache and now - found.created > 1.0)
@@ -333,22 +374,32 @@ class Offloader:
                         yield from self._refresh(incoming, key, primary, learned, found.created)
                     return deliver(found, now, look, incoming.conditions, self.settings.cache_status)
                 fwd = "stale"
+            action = policy.at_miss(incoming, found)
+            if action == FORWARD:
+                return None
+            if isinstance(action, CachedResponse):
+                return action
             try:
-                request = self._stored_request(incoming, key, primary, learned)
+                request = self._stored_request(incoming, key, primary, learned, incoming.personal)
             except RequestTooLarge:
                 return self.headers_too_large
-            incoming.key = key
+            incoming.key, incoming.seen = key, version(found)
             duration = found.duration if isinstance(found, CachedResponse) else 0.0
             return (yield from self._miss(incoming, key, request, fwd, duration))
         except BackendUnavailable as error:
             return self._outage(error)
 
-    def _lookup(self, key: str) -> Generator[Operation, Any, CachedResponse | VaryRecord | None]:
-        """What the response key holds, from this process's memory or the backend; damaged records are misses."""
+    def _lookup(
+        self, key: str, remembered: bool = True
+    ) -> Generator[Operation, Any, CachedResponse | VaryRecord | None]:
+        """What the response key holds, from this process's memory (if ``remembered``) or the backend.
+
+        Damaged records are misses.
+        """
         local = self._local
         seen = None
         if local:
-            kept = local.get(key)
+            kept = local.get(key) if remembered else None
             # A stale copy is read again from the backend: its refresh may have landed meanwhile.
             if kept is not None and not (isinstance(kept, CachedResponse) and kept.expires <= time.time()):
                 return kept
@@ -367,15 +418,20 @@ class Offloader:
             local.put(key, found, seen)
         return found
 
-    def _take(self, key: str) -> Generator[Operation, Any, CachedResponse | None]:
-        """Claim an answer meant for one client: of all the requests that find it, one gets it."""
+    def _take(self, key: str, incoming: Incoming) -> Generator[Operation, Any, CachedResponse | None]:
+        """Claim an answer meant for one client: of all the requests that find it, one gets it.
+
+        An answer that turns out to be another request's (stored meanwhile) is put back for it.
+        """
         data = yield ("take", self._response_prefix + key)
         if data is None:
             return None
         with contextlib.suppress(CorruptRecord):
             found = decode_stored(data)
-            if isinstance(found, CachedResponse):
+            if isinstance(found, CachedResponse) and _is_for(found, incoming):
                 return found
+            if isinstance(found, CachedResponse):
+                yield ("add", self._response_prefix + key, data, max(1.0, found.expires - time.time()))
         return None
 
     def _refresh(self, incoming: Incoming, key: str, primary: str, learned: tuple[str, ...], served: float) -> Decision:
@@ -433,7 +489,7 @@ class Offloader:
             with contextlib.suppress(CorruptRecord):
                 found = decode_stored(data)
                 now = time.time()
-                if isinstance(found, CachedResponse) and not found.private and now < found.expires:
+                if isinstance(found, CachedResponse) and not found.private and self._serves(found, incoming, now):
                     with contextlib.suppress(BackendUnavailable):  # else the marker expires by itself
                         yield ("delete", pending)
                     return deliver(found, now, FRESH, NO_CONDITIONS, settings.cache_status)
@@ -450,6 +506,11 @@ class Offloader:
         if self.events.listeners:
             self.events.emit("job.queued", key=key, path=_path(request), refresh=False)
         return self._accepted(incoming, fwd, False, duration)
+
+    def _serves(self, answer: CachedResponse, incoming: Incoming, now: float) -> bool:
+        """Whether an answer found on the way to queueing a job serves the request as it is: fresh for it."""
+        look = self.policy.look(answer, incoming, now, self.settings, _no_early_refresh)
+        return look.serve and not look.stale and not look.refresh
 
     def _accepted(self, incoming: Incoming, fwd: str, collapsed: bool, duration: float) -> CachedResponse:
         """The 202: ``Retry-After`` from the time the app took last, a monitor for a client that asked for one."""
@@ -481,23 +542,28 @@ class Offloader:
             answer = self.limited[seconds] = _told(answer, "limited")
         return answer
 
-    def _stored_request(self, incoming: Incoming, key: str, primary: str, learned: tuple[str, ...]) -> StoredRequest:
-        """What a worker replays: the target and the keyed headers only, and the names of the others."""
+    def _stored_request(
+        self, incoming: Incoming, key: str, primary: str, learned: tuple[str, ...], personal: bool = False
+    ) -> StoredRequest:
+        """What a worker replays: the target and the headers the policy replays (the keyed ones), the others' names."""
         vary = self.settings.vary
-        keyed = set(vary) | set(learned)
-        headers = []
-        size = 0
-        for name in (*vary, *learned):
-            value = incoming.header(name)
-            if value is not None:
-                headers.append((name, value))
-                size += len(name) + len(value) + 4
-        present = tuple(sorted({name for name in incoming.names() if name not in keyed and name != "host"}))
-        size += sum(len(name) + 2 for name in present)
+        headers, present = self.policy.replayed(incoming, tuple(dict.fromkeys((*vary, *learned))))
+        size = sum(len(name) + len(value) + 4 for name, value in headers) + sum(len(name) + 2 for name in present)
         if size > self.settings.max_headers:
             raise RequestTooLarge()
         trace = self.trace_context() if self.trace_context is not None else ""
-        return StoredRequest(key, primary, incoming.target, tuple(headers), vary, learned, present, trace=trace)
+        return StoredRequest(
+            key,
+            primary,
+            incoming.target,
+            tuple(headers),
+            vary,
+            learned,
+            present,
+            trace=trace,
+            owner=incoming.owner,
+            personal=personal,
+        )
 
     def _make_local_tier(self) -> LocalTier | Literal[False]:
         """The in-process tier, if enabled and the cache can say cheaply when to drop it."""
@@ -586,11 +652,16 @@ class Offloader:
         seconds = self._wait_for(incoming, response)
         if not seconds:
             return response
-        answer_key = self.response_key(incoming.key)
-        ready: Callable[[], bool] = lambda: self.run_sync(self._stored(answer_key))  # noqa: E731
-        if self.waiters.wait(answer_key, seconds, ready):
-            response = self.run_sync(self.decide(incoming))
-        return waited(response, seconds)
+        deadline = time.monotonic() + seconds
+        while True:
+            answer_key = self.response_key(incoming.key)
+            ready = functools.partial(self._changed_sync, answer_key, incoming.seen)
+            woken = self.waiters.wait(answer_key, max(0.0, deadline - time.monotonic()), ready)
+            if woken:  # what changed is in the backend, not in this process's memory
+                incoming.remembered = False
+                response = self.run_sync(self.decide(incoming))
+            if not (woken and self._waits_again(response, deadline)):
+                return self._held(incoming, response)
 
     async def decide_async(
         self, incoming: Incoming, call: Callable[[Operation], Awaitable[Any]]
@@ -600,22 +671,60 @@ class Offloader:
         seconds = self._wait_for(incoming, response)
         if not seconds:
             return response
-        answer_key = self.response_key(incoming.key)
-        if await self.waiters.await_(answer_key, seconds, lambda: self.run_async(self._stored(answer_key), call)):
-            response = await self.run_async(self.decide(incoming), call)
-        return waited(response, seconds)
+        deadline = time.monotonic() + seconds
+        while True:
+            answer_key = self.response_key(incoming.key)
+            ready = functools.partial(self._changed_async, answer_key, incoming.seen, call)
+            woken = await self.waiters.await_(answer_key, max(0.0, deadline - time.monotonic()), ready)
+            if woken:  # what changed is in the backend, not in this process's memory
+                incoming.remembered = False
+                response = await self.run_async(self.decide(incoming), call)
+            if not (woken and self._waits_again(response, deadline)):
+                return self._held(incoming, response)
 
     def _wait_for(self, incoming: Incoming, response: CachedResponse | None) -> float:
-        """How long to hold a request for its answer: what it prefers, within ``max_wait``; 0 for none."""
-        if not incoming.wait or not self.settings.max_wait or response is None or not incoming.key:
+        """How long to hold a request for its answer: what it prefers (or ``miss_wait``), within ``max_wait``."""
+        wait = max(incoming.wait, self.settings.miss_wait)
+        if not wait or not self.settings.max_wait or response is None or not incoming.key:
             return 0.0
         if response.status != 202 or response.from_app:
             return 0.0
-        return min(incoming.wait, self.settings.max_wait)
+        return min(wait, self.settings.max_wait)
 
-    def _stored(self, answer_key: str) -> Generator[Operation, Any, bool]:
+    def _waits_again(self, response: CachedResponse | None, deadline: float) -> bool:
+        """Whether a request held by ``miss_wait`` waits on after its wait ended in another 202.
+
+        That happens when the answer it waited for was another request's own,
+        or when its key changed (the URL's ``Vary`` was learned): it waits for
+        the job queued for it then, within the same deadline.
+        """
+        if not self.settings.miss_wait or response is None or response.status != 202 or response.from_app:
+            return False
+        return time.monotonic() < deadline
+
+    def _held(self, incoming: Incoming, response: CachedResponse | None) -> CachedResponse | None:
+        """The answer to a request that was held: it says so when the client asked (``Prefer: wait``)."""
+        if not incoming.wait:
+            return response
+        return waited(response, min(incoming.wait, self.settings.max_wait))
+
+    def _changed_sync(self, answer_key: str, seen: tuple[Any, ...] | None) -> bool:
+        return self.run_sync(self._changed(answer_key, seen))
+
+    async def _changed_async(
+        self, answer_key: str, seen: tuple[Any, ...] | None, call: Callable[[Operation], Awaitable[Any]]
+    ) -> bool:
+        return await self.run_async(self._changed(answer_key, seen), call)
+
+    def _changed(self, answer_key: str, seen: tuple[Any, ...] | None) -> Generator[Operation, Any, bool]:
+        """Whether the key a request waits on holds something else than what its decision found there."""
         data = yield ("get", answer_key)
-        return data is not None
+        if data is None:
+            return seen is not None
+        try:
+            return version(decode_stored(data)) != seen
+        except CorruptRecord:
+            return True
 
     @property
     def waiters(self) -> Waiters:

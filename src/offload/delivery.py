@@ -3,7 +3,8 @@
 This is Varnish's ``vcl_deliver``: the stored answer stays exactly what the
 app answered, and these headers are added on the way out.
 
-* ``Age`` (RFC 9111 5.1): seconds since the answer's job started.
+* ``Age`` (RFC 9111 5.1, 4.2.3): seconds since the app answered, plus the
+  ``Age`` the answer had when it was stored (an upstream cache's), which it replaces.
 * ``Cache-Status`` (RFC 9211), the member ``offload``: ``hit; ttl=N`` for a
   fresh answer (N seconds of freshness left), ``hit; ttl=-N;
   detail=stale-while-revalidate`` or ``detail=stale-if-error`` for a stale one,
@@ -67,10 +68,11 @@ def deliver(
     if kept is not None and kept[0] == second and kept[1] == key:
         delivered: CachedResponse = kept[2]
     else:
-        extra = [("Age", str(max(0, int(now - answer.created))))]
+        initial, headers = _own_age(answer)
+        extra = [("Age", str(max(0, int(initial + now - answer.created))))]
         if cache_status:
             extra.append(("Cache-Status", _hit(answer, now, found)))
-        delivered = dataclasses.replace(answer, headers=(*answer.headers, *extra))
+        delivered = dataclasses.replace(answer, headers=(*headers, *extra))
         delivered.memo["outcome"] = "stale" if found.stale else "hit"
         memo["delivered"] = (second, key, delivered)
     if conditions != NO_CONDITIONS and 200 <= answer.status < 300 and _matches(answer, conditions):
@@ -80,6 +82,26 @@ def deliver(
             short.memo["outcome"] = "not-modified"
         return short
     return delivered
+
+
+def age_when_stored(answer: CachedResponse) -> int:
+    """The ``Age`` an answer had when it was stored (0 without one): its corrected initial age."""
+    return _own_age(answer)[0]
+
+
+def _own_age(answer: CachedResponse) -> tuple[int, tuple[tuple[str, str], ...]]:
+    """The answer's own ``Age`` (0 without a valid one) and its headers without it, worked out once per answer."""
+    memo = answer.memo
+    found: tuple[int, tuple[tuple[str, str], ...]] | None = memo.get("own-age")
+    if found is None:
+        values = [value for name, value in answer.headers if name.lower() == "age"]
+        if not values:
+            found = (0, answer.headers)
+        else:
+            text = values[0].strip()
+            found = (int(text) if text.isdigit() else 0, tuple(h for h in answer.headers if h[0].lower() != "age"))
+        memo["own-age"] = found
+    return found
 
 
 def _matches(answer: CachedResponse, conditions: Conditions) -> bool:

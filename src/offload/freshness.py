@@ -42,16 +42,27 @@ from offload.storable import cache_control
 
 @dataclass(frozen=True, slots=True)
 class Lifetimes:
-    """Seconds an answer is fresh, then may be served stale while revalidating, or if a refresh fails."""
+    """Seconds an answer is fresh, then may be served stale while revalidating, or if a refresh fails.
+
+    ``revalidate`` is how long after it expires an answer is still kept, served
+    to nobody, for its validators: the next fetch asks whether it changed
+    (0 in the middleware, which fetches whole answers).
+    """
 
     fresh: float
     stale: float
     stale_if_error: float
+    revalidate: float = 0.0
 
     @property
     def kept(self) -> float:
-        """How long the store must hold the answer: fresh, then the longer stale window."""
-        return self.fresh + max(self.stale, self.stale_if_error)
+        """How long the store must hold the answer: fresh, then the longest window after that."""
+        return self.fresh + max(self.stale, self.stale_if_error, self.revalidate)
+
+    @property
+    def reusable(self) -> bool:
+        """Whether the answer is of use after the request it was computed for; if not, it is delivered once."""
+        return self.fresh > 0 or self.stale > 0 or self.revalidate > 0
 
 
 def lifetimes(response: CachedResponse, ttl: float, stale: float, stale_if_error: float, now: float) -> Lifetimes:
@@ -59,9 +70,9 @@ def lifetimes(response: CachedResponse, ttl: float, stale: float, stale_if_error
 
     >>> answer = CachedResponse(200, (("Cache-Control", "max-age=60, s-maxage=5, stale-while-revalidate=30"),))
     >>> lifetimes(answer, 300, 0, 0, 0.0)
-    Lifetimes(fresh=5.0, stale=30.0, stale_if_error=0.0)
+    Lifetimes(fresh=5.0, stale=30.0, stale_if_error=0.0, revalidate=0.0)
     >>> lifetimes(CachedResponse(200, ()), 300, 10, 600, 0.0)
-    Lifetimes(fresh=300.0, stale=10.0, stale_if_error=600.0)
+    Lifetimes(fresh=300.0, stale=10.0, stale_if_error=600.0, revalidate=0.0)
     """
     directives = cache_control(response.headers)
     fresh = _seconds(directives.get("s-maxage"))

@@ -82,6 +82,15 @@ def variant_key(primary: str, headers: Iterable[tuple[str, bytes | None]]) -> st
     return digest.hexdigest()
 
 
+def personal_key(key: str, owner: str) -> str:
+    """The key of one request's own job, for a URL whose answers were found to be for one client each.
+
+    A request that finds another request's own answer under its key gets its
+    answer computed under this key instead, which only it knows.
+    """
+    return variant_key(key, [("offload-owner", owner.encode("ascii", "replace"))])
+
+
 def _add_headers(digest: hashlib._Hash, headers: Iterable[tuple[str, bytes | None]]) -> None:
     for name, value in headers:
         marker = b"-" if value is None else b"=" + hashlib.sha256(value).digest()

@@ -47,7 +47,8 @@ class CachedResponse:
     ``url`` the path and query it answers (where a status monitor sends to).
     ``private`` marks an answer meant for one client only (it sets a cookie,
     or says ``private`` or ``no-store``): it is delivered once, to the first
-    request that asks, and never served as a hit again.
+    request that asks, and never served as a hit again; with an ``owner``
+    (the token of the request whose job computed it), to that request only.
     """
 
     status: int
@@ -65,6 +66,7 @@ class CachedResponse:
     retry_at: float = 0.0
     request: bytes = b""
     url: str = ""
+    owner: str = ""
     from_app: bool = field(default=True, compare=False)  # False for offload's own answers; not stored
     _raw_headers: list[tuple[bytes, bytes]] | None = field(default=None, init=False, repr=False, compare=False)
     _memo: dict[str, Any] | None = field(default=None, init=False, repr=False, compare=False)
@@ -119,6 +121,8 @@ class CachedResponse:
             meta["request"] = self.request.decode("latin-1")
         if self.url:
             meta["url"] = self.url
+        if self.owner:
+            meta["owner"] = self.owner
         return MAGIC + _dump(meta) + b"\n" + self.body
 
     @classmethod
@@ -151,9 +155,11 @@ class CachedResponse:
         tags = meta.get("tags", [])
         if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
             raise CorruptRecord("response record has invalid tags")
-        request, url = meta.get("request", ""), meta.get("url", "")
+        request, url, owner = meta.get("request", ""), meta.get("url", ""), meta.get("owner", "")
         if not isinstance(request, str) or not isinstance(url, str) or any(c in url for c in "\r\n"):
             raise CorruptRecord("response record has an invalid request or url")
+        if not isinstance(owner, str):
+            raise CorruptRecord("response record has an invalid owner")
         stale, stale_if_error, duration, retry_at = (float(value) for value in times)
         return cls(
             status,
@@ -171,6 +177,7 @@ class CachedResponse:
             retry_at,
             _latin1(request),
             url,
+            owner,
         )
 
 
@@ -191,6 +198,9 @@ class StoredRequest:
     ``trace`` is the W3C ``traceparent`` of the request that queued the job
     (set by :mod:`offload.tracing`, empty otherwise), so the job's span links
     to it; it is not part of the key, and records without it decode as before.
+    ``owner`` is the token of the request that queued the job, when answers
+    for one client go to their own request only (:mod:`offload.policy`); with
+    ``personal`` the key is that request's own (:func:`offload.keys.personal_key`).
     """
 
     key: str
@@ -202,6 +212,8 @@ class StoredRequest:
     present: tuple[str, ...] = ()  # names of the other headers the client sent
     enqueued: float = field(default_factory=time.time)
     trace: str = ""
+    owner: str = ""
+    personal: bool = False
 
     def header(self, name: str) -> bytes | None:
         for key, value in self.headers:
@@ -229,6 +241,10 @@ class StoredRequest:
         }
         if self.trace:
             meta["trace"] = self.trace
+        if self.owner:
+            meta["owner"] = self.owner
+        if self.personal:
+            meta["personal"] = True
         return MAGIC + _dump(meta) + b"\n"
 
     @classmethod
@@ -260,10 +276,10 @@ class StoredRequest:
         )
         headers = tuple((name.decode("latin-1"), value) for name, value in _request_headers(meta.get("headers")))
         vary, learned, present = (tuple(group) for group in names)
-        trace = meta.get("trace", "")
-        if not isinstance(trace, str):
-            raise CorruptRecord("request record has an invalid trace")
-        return cls(key, primary, target, headers, vary, learned, present, float(enqueued), trace)
+        trace, owner, personal = meta.get("trace", ""), meta.get("owner", ""), meta.get("personal", False)
+        if not isinstance(trace, str) or not isinstance(owner, str) or not isinstance(personal, bool):
+            raise CorruptRecord("request record has an invalid trace or owner")
+        return cls(key, primary, target, headers, vary, learned, present, float(enqueued), trace, owner, personal)
 
 
 @dataclass(frozen=True, slots=True)

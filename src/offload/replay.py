@@ -362,7 +362,15 @@ def is_asgi(app: Any) -> bool:
 
 
 def replayer_for(app: Any, protocol: str | None = None) -> Callable[[StoredRequest, int], CachedResponse]:
-    """A function that replays a stored request through ``app`` (WSGI or ASGI, detected unless given)."""
+    """A function that replays a stored request through ``app`` (WSGI or ASGI, detected unless given).
+
+    An app that replays its requests otherwise (:mod:`offload.proxy` sends
+    them to its upstream) says so with an ``offload_replayer()`` method.
+    """
+    own = getattr(app, "offload_replayer", None)
+    if callable(own):
+        replayer: Callable[[StoredRequest, int], CachedResponse] = own()
+        return replayer
     asgi = is_asgi(app) if protocol is None else protocol == "asgi"
     if asgi:
 

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from offload.errors import ConfigurationError
 from offload.keys import path_matcher
+
+if TYPE_CHECKING:
+    from offload.policy import CachePolicy
 
 #: Request headers that cannot be keyed: they describe one connection or a request body, not a GET;
 #: or they ask for part of an answer (a 206 for ``Range``, a 304 for ``If-None-Match``), which, once
@@ -68,6 +72,7 @@ class Settings:
     passthrough_on_error: bool = False
     retry_after_max: int = 30
     max_wait: float = 30.0
+    miss_wait: float = 0.0
     max_waiters: int | None = None
     max_waiters_per_key: int = 1000
     monitor_path: str | None = "/_offload/jobs/"
@@ -85,6 +90,7 @@ class Settings:
     local_max_answer: int = 1 * MIB
     key_memo: int = 4 * MIB
     server_timing: bool = False
+    policy: CachePolicy | None = None
     _ttl_rules: tuple[tuple[Callable[[str], bool], float], ...] = field(default=(), repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -128,6 +134,13 @@ class Settings:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
                 raise ConfigurationError(f"{name} must be a whole number >= 0, or None")
+        if not isinstance(self.miss_wait, (int, float)) or self.miss_wait < 0:
+            raise ConfigurationError("miss_wait must be a number of seconds >= 0 (0: a miss answers 202 at once)")
+        if self.policy is not None:
+            from offload.policy import CachePolicy
+
+            if not isinstance(self.policy, CachePolicy):
+                raise ConfigurationError("policy must be an offload.policy.CachePolicy, such as offload.proxy's")
         if not isinstance(self.max_waiters_per_key, int) or self.max_waiters_per_key < 1:
             raise ConfigurationError("max_waiters_per_key must be at least 1")
         if self.monitor_path is not None and not (

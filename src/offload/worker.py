@@ -38,10 +38,10 @@ from offload import freshness, tags
 from offload.backends import Claim, IndexEntry
 from offload.core import Offloader, keys_of, own_answer
 from offload.errors import BackendUnavailable, CorruptRecord
-from offload.keys import canonical_path, variant_key
+from offload.keys import canonical_path, personal_key, variant_key
 from offload.records import CachedResponse, PendingMarker, StoredRequest, VaryRecord, is_valid_header
 from offload.replay import BodyTooLarge
-from offload.storable import Verdict, has_credentials, is_failure, judge
+from offload.storable import Verdict, is_failure
 
 log = logging.getLogger("offload.worker")
 
@@ -187,7 +187,7 @@ class Worker:
         offloader, queue, cache = self.offloader, self.offloader.queue, self.offloader.cache
         try:
             request = StoredRequest.decode(claim.payload)
-            if (request.primary, request.key) != keys_of(request) or request.key != claim.key:
+            if (request.primary, request.key) != keys_of(request, offloader.policy) or request.key != claim.key:
                 raise CorruptRecord("the job's keys do not match its request")
         except CorruptRecord as error:
             log.warning("dropping job %s: not in offload's format (%s)", claim.job_id, error)
@@ -266,36 +266,39 @@ class Worker:
         queued again before ``error_ttl``. Returns whether the answer is
         shared (False for one meant for its client only, or none stored).
         """
-        offloader, settings, cache = self.offloader, self.settings, self.offloader.cache
+        offloader, settings, cache, policy = self.offloader, self.settings, self.offloader.cache, self.offloader.policy
         target = request.target
         path = canonical_path(target.full_path)
         key, done = request.key, self._markers(request.key)
         now = time.time()
-        if response.failed and self._keep_good_copy(request, now):
-            cache.finish_job(offloader.response_key(key), None, 0, None, done, epoch)
+        if response.failed and self._keep_good_copy(request, now, epoch):
             return True
         # offload's own failures say no-store to proxies, yet every poller of the key must get them
-        verdict = judge(response, request, settings) if response.from_app else Verdict()
+        verdict = policy.judge(response, request, settings) if response.from_app else Verdict()
+        vary: VaryRecord | None = None  # stored under the URL's key once the answer is in place
         if verdict.learn and not response.failed:
             learned = tuple(sorted({*request.learned, *verdict.learn}))
-            cache.set(offloader.response_key(request.primary), VaryRecord(learned).encode(), settings.ttl_for(path))
+            vary = VaryRecord(learned)
             if any(name in request.present for name in verdict.learn):
                 # Computed without a header this client sent and the app varies on: not its
                 # answer. Its next request is keyed on that header and queues a job that has it.
                 log.info("%s varies on %s: learned; computing it again with them", _describe(request), verdict.learn)
-                cache.finish_job(offloader.response_key(key), None, 0, None, done, epoch)
+                self._learn(request, vary, path, done, epoch)
                 return False
-            key = variant_key(request.primary, [(name, request.header(name)) for name in learned])
-        if response.failed:
-            life = freshness.Lifetimes(settings.error_ttl, 0.0, 0.0)
-        else:
-            ttl = settings.ttl_for(path)
-            life = freshness.lifetimes(response, ttl, settings.stale, settings.stale_if_error, now)
-        if verdict.private or (life.fresh <= 0 and life.stale <= 0):
+            key = variant_key(request.primary, policy.key_headers(learned, request.header))
+            if request.personal:
+                key = personal_key(key, request.owner)
+        life = policy.lifetimes(response, request, settings, now)
+        markers = () if vary is not None else done  # with a Vary learned, they go with the URL's record
+        if verdict.private or not life.reusable:
             reason = verdict.reason or "its lifetime is zero"
             log.debug("%s is kept for one delivery only: %s", _describe(request), reason)
-            stored = dataclasses.replace(response, private=True, expires=response.created + settings.private_ttl)
-            cache.finish_job(offloader.response_key(key), stored.encode(), settings.private_ttl, None, done, epoch)
+            stored = dataclasses.replace(
+                response, private=True, expires=response.created + settings.private_ttl, owner=request.owner
+            )
+            cache.finish_job(offloader.response_key(key), stored.encode(), settings.private_ttl, None, markers, epoch)
+            if vary is not None:
+                self._learn(request, vary, path, done, epoch)
             return False
         stored = dataclasses.replace(
             response,
@@ -303,15 +306,29 @@ class Worker:
             expires=response.created + life.fresh,
             stale=life.stale,
             stale_if_error=life.stale_if_error,
-            request=b"" if has_credentials(request) else request.encode(),
+            request=request.encode() if policy.keeps_request(request) else b"",
             url=_url(request),
         )
         index = IndexEntry(path, target.query.decode("latin-1"), failed=response.failed, tags=response.tags)
-        kept = max(1.0, stored.expires + max(life.stale, life.stale_if_error) - now)
-        cache.finish_job(offloader.response_key(key), stored.encode(), kept, index, done, epoch, freshness.mark_stale)
+        kept = max(1.0, response.created + life.kept - now)
+        cache.finish_job(
+            offloader.response_key(key), stored.encode(), kept, index, markers, epoch, freshness.mark_stale
+        )
+        if vary is not None:
+            self._learn(request, vary, path, done, epoch)
         return True
 
-    def _keep_good_copy(self, request: StoredRequest, now: float) -> bool:
+    def _learn(self, request: StoredRequest, vary: VaryRecord, path: str, done: tuple[str, ...], epoch: int) -> None:
+        """Store the headers a URL's answers vary on under its key, and end the job.
+
+        It comes after the answer is in place: requests waiting on the URL's
+        key are woken by it, and find the answer of their variant at once.
+        """
+        cache = self.offloader.cache
+        ttl = self.settings.ttl_for(path)
+        cache.finish_job(self.offloader.response_key(request.primary), vary.encode(), ttl, None, done, epoch)
+
+    def _keep_good_copy(self, request: StoredRequest, now: float, epoch: int) -> bool:
         """After a failed refresh: keep the stored answer if it may still be served, marked as cooling down."""
         offloader, cache = self.offloader, self.offloader.cache
         answer_key = offloader.response_key(request.key)
@@ -328,7 +345,11 @@ class Worker:
         cooled = dataclasses.replace(good, retry_at=now + self.settings.error_ttl)
         path = canonical_path(request.target.full_path)
         index = IndexEntry(path, request.target.query.decode("latin-1"), tags=good.tags)
-        cache.set(answer_key, cooled.encode(), max(1.0, good.expires + good.stale_if_error - now), index)
+        ttl = max(1.0, good.expires + good.stale_if_error - now)
+        # Stored as a job's answer, so that requests waiting for the refresh are woken and served it.
+        cache.finish_job(
+            answer_key, cooled.encode(), ttl, index, self._markers(request.key), epoch, freshness.mark_stale
+        )
         return True
 
     def _markers(self, key: str) -> tuple[str, ...]:
