@@ -20,7 +20,6 @@ import contextlib
 import dataclasses
 import functools
 import logging
-import math
 import random
 import secrets
 import threading
@@ -30,8 +29,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 from offload import admission, freshness
+from offload.answers import OwnAnswers, monitored
 from offload.backends import DEFAULT_NAMESPACE, Backend, Cache, ExpiryRule, Queue, open_backend, resolve_url
-from offload.delivery import NO_CONDITIONS, Conditions, deliver, status_of, with_status
+from offload.delivery import NO_CONDITIONS, Conditions, deliver
 from offload.errors import BackendUnavailable, ConfigurationError, CorruptRecord, QueueFull
 from offload.events import Events
 from offload.freshness import FRESH
@@ -40,7 +40,7 @@ from offload.local import KeyMemo, LocalTier
 from offload.policy import FORWARD, MIDDLEWARE, CachePolicy, policy_of
 from offload.records import CachedResponse, PendingMarker, StoredRequest, VaryRecord, decode_stored
 from offload.settings import Settings, settings_from
-from offload.waiting import Waiters
+from offload.waiting import Waiters, held, hold_for, holds_on
 
 log = logging.getLogger("offload")
 
@@ -105,50 +105,6 @@ def _is_for(answer: CachedResponse, incoming: Incoming) -> bool:
 
 def _no_early_refresh() -> float:
     return 1.0
-
-
-def own_answer(status: int, retry_after: int | None = None, body: bytes = b"") -> CachedResponse:
-    """An answer of offload's own: plain text, never cached by proxies, with an optional ``Retry-After``."""
-    headers = [("Content-Type", "text/plain; charset=utf-8"), ("Cache-Control", "no-store")]
-    if retry_after is not None:
-        headers.insert(0, ("Retry-After", str(retry_after)))
-    headers.append(("Content-Length", str(len(body))))
-    return CachedResponse(status, tuple(headers), body, from_app=False)
-
-
-def _unchanged(answer: CachedResponse, status: str) -> CachedResponse:
-    return answer
-
-
-def waited(response: CachedResponse | None, seconds: float) -> CachedResponse | None:
-    """The answer to a request that was held for it: it says it honoured ``Prefer: wait`` (RFC 7240)."""
-    if response is None:
-        return None
-    outcome = response.memo.get("outcome", "hit")
-    applied = (("Preference-Applied", f"wait={seconds:g}"), ("Vary", "Prefer"))
-    answer = dataclasses.replace(response, headers=(*response.headers, *applied))
-    answer.memo["outcome"] = outcome
-    return answer
-
-
-def monitored(accepted: CachedResponse, monitor: str) -> CachedResponse:
-    """A 202 for a client that prefers to respond async: where its job's status monitor is (RFC 7240)."""
-    headers = (
-        *accepted.headers,
-        ("Location", monitor),
-        ("Link", f'<{monitor}>; rel="monitor"'),
-        ("Preference-Applied", "respond-async"),
-        ("Vary", "Prefer"),
-    )
-    answer = dataclasses.replace(accepted, headers=headers)
-    answer.memo["outcome"] = accepted.memo.get("outcome", "miss")
-    return answer
-
-
-def _told(answer: CachedResponse, outcome: str) -> CachedResponse:
-    """One of offload's own answers, marked with the outcome the ``request`` event reports."""
-    answer.memo["outcome"] = outcome
-    return answer
 
 
 def version(found: CachedResponse | VaryRecord | None) -> tuple[Any, ...] | None:
@@ -218,26 +174,8 @@ class Offloader:
         self.events = Events()
         #: Gives the ``traceparent`` a queued job carries (set by :func:`offload.tracing.install`), else None.
         self.trace_context: Callable[[], str] | None = None
-        status = with_status if s.cache_status else _unchanged
-        #: The 202s, by the Cache-Status ``fwd`` they say and whether the job was queued already.
-        self.accepted: dict[tuple[Any, ...], CachedResponse] = {
-            (fwd, collapsed): _told(
-                status(own_answer(202, s.retry_after), status_of(fwd, collapsed)), "collapsed" if collapsed else "miss"
-            )
-            for fwd in ("uri-miss", "vary-miss", "stale")
-            for collapsed in (False, True)
-        }
-        self.limited: dict[int, CachedResponse] = {}  # the 429s of admission control, by Retry-After
-        full = status(own_answer(503, s.retry_after), status_of("uri-miss", detail="queue-full"))
-        down = status(own_answer(503, s.retry_after), status_of("uri-miss", detail="backend-unavailable"))
-        self.queue_full = _told(full, "refused")
-        self.unavailable = _told(down, "outage")
-        self.uri_too_long = _told(
-            status(own_answer(414, body=b"Request-URI too long\n"), status_of("bypass")), "bypass"
-        )
-        self.headers_too_large = _told(
-            status(own_answer(431, body=b"Request headers too large\n"), status_of("bypass")), "bypass"
-        )
+        #: offload's own answers (202, 503, 414, 431, 429), built once.
+        self.answers = OwnAnswers(s)
         self.random = random.Random()  # early refresh draws from it; tests seed it
         self._last_outage_log = 0.0
         self._last_full_log = 0.0
@@ -339,7 +277,7 @@ class Offloader:
         if incoming.method != "GET" and incoming.method != "HEAD":
             return None
         if incoming.url_size > self.settings.max_url:
-            return self.uri_too_long
+            return self.answers.uri_too_long
         policy = self.policy
         if policy.owned_answers and not incoming.owner:
             incoming.owner = secrets.token_hex(16)
@@ -382,7 +320,7 @@ class Offloader:
             try:
                 request = self._stored_request(incoming, key, primary, learned, incoming.personal)
             except RequestTooLarge:
-                return self.headers_too_large
+                return self.answers.headers_too_large
             incoming.key, incoming.seen = key, version(found)
             duration = found.duration if isinstance(found, CachedResponse) else 0.0
             return (yield from self._miss(incoming, key, request, fwd, duration))
@@ -481,7 +419,7 @@ class Offloader:
                 count = yield ("incr", counter, float(admission.WINDOW))
                 if count > settings.max_new_keys_per_minute:
                     yield ("delete", pending)
-                    return self._limited(left)
+                    return self.answers.limited(left)
         # A worker stores its answer, then deletes the pending marker: an answer
         # stored between the lookup and this add is served, not computed again.
         data = yield ("get", self._response_prefix + key)
@@ -498,7 +436,7 @@ class Offloader:
         except QueueFull:
             yield ("delete", pending)
             self._log_queue_full()
-            return self.queue_full
+            return self.answers.queue_full
         except BackendUnavailable:
             with contextlib.suppress(BackendUnavailable):  # else the marker expires by itself
                 yield ("delete", pending)
@@ -514,33 +452,11 @@ class Offloader:
 
     def _accepted(self, incoming: Incoming, fwd: str, collapsed: bool, duration: float) -> CachedResponse:
         """The 202: ``Retry-After`` from the time the app took last, a monitor for a client that asked for one."""
-        retry = self._retry_after(duration)
-        accepted = self.accepted.get((fwd, collapsed, retry))
-        if accepted is None:
-            base = self.accepted[fwd, collapsed]
-            headers = tuple(
-                (name, str(retry)) if name == "Retry-After" else (name, value) for name, value in base.headers
-            )
-            shaped = dataclasses.replace(base, headers=headers)
-            accepted = self.accepted[fwd, collapsed, retry] = _told(shaped, base.memo["outcome"])
+        accepted = self.answers.accepted(fwd, collapsed, duration)
         if incoming.respond_async and self.settings.monitor_path is not None and incoming.key:
             root = incoming.target.root_path.decode("latin-1")
             return monitored(accepted, root + self.settings.monitor_path + incoming.key)
         return accepted
-
-    def _retry_after(self, duration: float) -> int:
-        """When to ask again: the time the app took to compute the URL last, within the configured bounds."""
-        settings = self.settings
-        return max(settings.retry_after, min(settings.retry_after_max, math.ceil(duration)))
-
-    def _limited(self, seconds: int) -> CachedResponse:
-        answer = self.limited.get(seconds)
-        if answer is None:
-            answer = own_answer(429, seconds, b"Too many new requests from this client; try again later\n")
-            if self.settings.cache_status:
-                answer = with_status(answer, status_of("uri-miss", detail="limited"))
-            answer = self.limited[seconds] = _told(answer, "limited")
-        return answer
 
     def _stored_request(
         self, incoming: Incoming, key: str, primary: str, learned: tuple[str, ...], personal: bool = False
@@ -591,7 +507,7 @@ class Offloader:
             self._last_outage_log = now
             action = "passing requests to the app" if self.settings.passthrough_on_error else "answering 503"
             log.error("offload backend unavailable (%s): %s until it is back", error, action)
-        return None if self.settings.passthrough_on_error else self.unavailable
+        return None if self.settings.passthrough_on_error else self.answers.unavailable
 
     def told(self, response: CachedResponse | None, path: str, started: float) -> None:
         """Emit the ``request`` event for an answer a middleware gives (None: the app answers by itself)."""
@@ -649,7 +565,7 @@ class Offloader:
     def decide_sync(self, incoming: Incoming) -> CachedResponse | None:
         """Run :meth:`decide` with blocking backend calls; hold a client that prefers to wait (Prefer: wait)."""
         response = self.run_sync(self.decide(incoming))
-        seconds = self._wait_for(incoming, response)
+        seconds = hold_for(self.settings, incoming.wait, incoming.key, response)
         if not seconds:
             return response
         deadline = time.monotonic() + seconds
@@ -660,15 +576,15 @@ class Offloader:
             if woken:  # what changed is in the backend, not in this process's memory
                 incoming.remembered = False
                 response = self.run_sync(self.decide(incoming))
-            if not (woken and self._waits_again(response, deadline)):
-                return self._held(incoming, response)
+            if not (woken and holds_on(self.settings, response, deadline)):
+                return held(self.settings, incoming.wait, response)
 
     async def decide_async(
         self, incoming: Incoming, call: Callable[[Operation], Awaitable[Any]]
     ) -> CachedResponse | None:
         """Run :meth:`decide`, awaiting each backend operation through ``call``; a waiting client costs no thread."""
         response = await self.run_async(self.decide(incoming), call)
-        seconds = self._wait_for(incoming, response)
+        seconds = hold_for(self.settings, incoming.wait, incoming.key, response)
         if not seconds:
             return response
         deadline = time.monotonic() + seconds
@@ -679,34 +595,8 @@ class Offloader:
             if woken:  # what changed is in the backend, not in this process's memory
                 incoming.remembered = False
                 response = await self.run_async(self.decide(incoming), call)
-            if not (woken and self._waits_again(response, deadline)):
-                return self._held(incoming, response)
-
-    def _wait_for(self, incoming: Incoming, response: CachedResponse | None) -> float:
-        """How long to hold a request for its answer: what it prefers (or ``miss_wait``), within ``max_wait``."""
-        wait = max(incoming.wait, self.settings.miss_wait)
-        if not wait or not self.settings.max_wait or response is None or not incoming.key:
-            return 0.0
-        if response.status != 202 or response.from_app:
-            return 0.0
-        return min(wait, self.settings.max_wait)
-
-    def _waits_again(self, response: CachedResponse | None, deadline: float) -> bool:
-        """Whether a request held by ``miss_wait`` waits on after its wait ended in another 202.
-
-        That happens when the answer it waited for was another request's own,
-        or when its key changed (the URL's ``Vary`` was learned): it waits for
-        the job queued for it then, within the same deadline.
-        """
-        if not self.settings.miss_wait or response is None or response.status != 202 or response.from_app:
-            return False
-        return time.monotonic() < deadline
-
-    def _held(self, incoming: Incoming, response: CachedResponse | None) -> CachedResponse | None:
-        """The answer to a request that was held: it says so when the client asked (``Prefer: wait``)."""
-        if not incoming.wait:
-            return response
-        return waited(response, min(incoming.wait, self.settings.max_wait))
+            if not (woken and holds_on(self.settings, response, deadline)):
+                return held(self.settings, incoming.wait, response)
 
     def _changed_sync(self, answer_key: str, seen: tuple[Any, ...] | None) -> bool:
         return self.run_sync(self._changed(answer_key, seen))

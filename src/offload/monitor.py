@@ -20,7 +20,8 @@ import time
 from collections.abc import Generator
 from typing import Any
 
-from offload.core import Offloader, Operation, own_answer
+from offload.answers import own_answer
+from offload.core import Offloader, Operation
 from offload.errors import BackendUnavailable, CorruptRecord
 from offload.records import CachedResponse, PendingMarker, decode_stored
 
@@ -60,7 +61,7 @@ def status(offloader: Offloader, key: str) -> Generator[Operation, Any, CachedRe
         }
         return _json(200, figures, retry)
     except BackendUnavailable:
-        return offloader.unavailable
+        return offloader.answers.unavailable
 
 
 def _decoded(data: bytes | None) -> CachedResponse | None:

@@ -136,11 +136,11 @@ class Settings:
                 raise ConfigurationError(f"{name} must be a whole number >= 0, or None")
         if not isinstance(self.miss_wait, (int, float)) or self.miss_wait < 0:
             raise ConfigurationError("miss_wait must be a number of seconds >= 0 (0: a miss answers 202 at once)")
-        if self.policy is not None:
-            from offload.policy import CachePolicy
-
-            if not isinstance(self.policy, CachePolicy):
-                raise ConfigurationError("policy must be an offload.policy.CachePolicy, such as offload.proxy's")
+        if self.policy is not None and not all(
+            callable(getattr(self.policy, method, None)) for method in ("look", "at_miss", "judge", "lifetimes")
+        ):
+            # Checked by its methods: settings come before the policies, which read them.
+            raise ConfigurationError("policy must be an offload.policy.CachePolicy, such as offload.proxy's")
         if not isinstance(self.max_waiters_per_key, int) or self.max_waiters_per_key < 1:
             raise ConfigurationError("max_waiters_per_key must be at least 1")
         if self.monitor_path is not None and not (

@@ -21,10 +21,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from offload.answers import waited
 from offload.backends import Cache
+from offload.records import CachedResponse
+from offload.settings import Settings
 
 log = logging.getLogger("offload")
 
@@ -70,6 +74,38 @@ def asks_no_cache(cache_control: str | None, pragma: str | None) -> bool:
     if cache_control is not None:
         return any(part.split("=")[0].strip().lower() == "no-cache" for part in cache_control.split(","))
     return pragma is not None and "no-cache" in pragma.lower()
+
+
+def hold_for(settings: Settings, wait: float, key: str, response: CachedResponse | None) -> float:
+    """How long to hold a request whose decision gave ``response``: what it prefers (``wait``, or ``miss_wait``).
+
+    Within ``max_wait``; only a 202 of offload's own for a job under ``key`` is held.
+    """
+    wait = max(wait, settings.miss_wait)
+    if not wait or not settings.max_wait or response is None or not key:
+        return 0.0
+    if response.status != 202 or response.from_app:
+        return 0.0
+    return min(wait, settings.max_wait)
+
+
+def holds_on(settings: Settings, response: CachedResponse | None, deadline: float) -> bool:
+    """Whether a request held by ``miss_wait`` waits on after its wait ended in another 202.
+
+    That happens when the answer it waited for was another request's own,
+    or when its key changed (the URL's ``Vary`` was learned): it waits for
+    the job queued for it then, within the same deadline.
+    """
+    if not settings.miss_wait or response is None or response.status != 202 or response.from_app:
+        return False
+    return time.monotonic() < deadline
+
+
+def held(settings: Settings, wait: float, response: CachedResponse | None) -> CachedResponse | None:
+    """The answer to a request that was held: it says so when the client asked (``Prefer: wait``)."""
+    if not wait:
+        return response
+    return waited(response, min(wait, settings.max_wait))
 
 
 @dataclass(eq=False)

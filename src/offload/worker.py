@@ -35,8 +35,9 @@ from typing import Any
 from urllib.parse import quote
 
 from offload import freshness, tags
+from offload.answers import own_answer
 from offload.backends import Claim, IndexEntry
-from offload.core import Offloader, keys_of, own_answer
+from offload.core import Offloader, keys_of
 from offload.errors import BackendUnavailable, CorruptRecord
 from offload.keys import canonical_path, personal_key, variant_key
 from offload.records import CachedResponse, PendingMarker, StoredRequest, VaryRecord, is_valid_header

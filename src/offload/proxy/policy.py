@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from offload import freshness
-from offload.core import own_answer
+from offload.answers import own_answer
 from offload.delivery import age_when_stored, status_of, with_status
 from offload.freshness import EXPIRED, FRESH, Found, Lifetimes
 from offload.keys import canonical_path

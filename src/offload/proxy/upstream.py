@@ -40,7 +40,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any, TypeVar
 from urllib.parse import quote, unquote_to_bytes, urljoin, urlsplit
 
-from offload.core import Offloader, own_answer
+from offload.answers import own_answer
+from offload.core import Offloader
 from offload.errors import BackendUnavailable, ConfigurationError, CorruptRecord
 from offload.keys import Target
 from offload.proxy import fields
