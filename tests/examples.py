@@ -40,12 +40,13 @@ BIN = Path(sys.executable).parent
 #: Shell lines that run until stopped: servers and workers (a worker with --burst ends by itself).
 LONG_RUNNING = re.compile(
     r"^(\w+=\S+\s+)*("
-    r"offload serve\b|offload worker\b(?!.*--burst)|gunicorn\b|uvicorn\b|rq worker\b|celery\b.*\bworker\b"
+    r"offload serve\b|offload proxy\b|offload worker\b(?!.*--burst)|gunicorn\b|uvicorn\b"
+    r"|rq worker\b|celery\b.*\bworker\b"
     r"|flask\b.*\boffload worker\b|python manage\.py offload_worker\b)"
 )
 
 #: Long-running lines that serve HTTP, on :attr:`Example.port`.
-SERVER = re.compile(r"^(\w+=\S+\s+)*(offload serve\b|gunicorn\b|uvicorn\b)")
+SERVER = re.compile(r"^(\w+=\S+\s+)*(offload serve\b|offload proxy\b|gunicorn\b|uvicorn\b)")
 
 #: The first line of a block that names its file.
 FILE_HEADER = re.compile(r"^(?:#|<!--)\s*(?P<path>[\w./-]+\.\w+)(?P<rest>.*?)(?:-->)?\s*$")
