@@ -309,3 +309,101 @@ def test_native_push_keeps_the_contract(queue: Queue) -> None:
     asyncio.run(scenario())
     claim = claim_now(queue)
     assert claim is not None and (claim.key, claim.payload) == ("a", b"1")
+
+
+# -- batches: claim_many and extend_many ------------------------------------------------------
+
+
+def test_claim_many_takes_up_to_the_limit_oldest_first(queue: Queue) -> None:
+    for number in range(5):
+        queue.push(f"key-{number}", str(number).encode())
+    first = queue.claim_many(lease=30, wait=0.2, limit=3)
+    assert [(claim.key, claim.payload) for claim in first] == [("key-0", b"0"), ("key-1", b"1"), ("key-2", b"2")]
+    assert queue.stats() == {"queued": 2, "running": 3, "dead": 0}
+    rest = queue.claim_many(lease=30, wait=0.2, limit=10)  # fewer waiting than asked: what is there, at once
+    assert [claim.key for claim in rest] == ["key-3", "key-4"]
+    assert len({claim.job_id for claim in first + rest}) == 5
+    assert queue.claim_many(lease=30, wait=0, limit=10) == []
+    for claim in first + rest:
+        queue.ack(claim)
+    assert queue.stats() == {"queued": 0, "running": 0, "dead": 0}
+
+
+def test_claim_many_waits_for_the_first_job(queue: Queue) -> None:
+    started = time.monotonic()
+    assert queue.claim_many(lease=30, wait=0.3, limit=4) == []
+    assert time.monotonic() - started >= 0.25
+    pusher = threading.Timer(0.3, queue.push, args=("late", b"payload"))
+    pusher.start()
+    try:
+        claims = queue.claim_many(lease=30, wait=15, limit=4)
+    finally:
+        pusher.join()
+    assert [claim.key for claim in claims] == ["late"]
+    queue.ack(claims[0])
+
+
+def test_each_claim_of_a_batch_owns_only_its_own_job(queue: Queue) -> None:
+    for number in range(3):
+        queue.push(f"key-{number}", b"x")
+    a, b, c = queue.claim_many(lease=30, wait=0.2, limit=3)
+    queue.ack(a)
+    queue.release(b)
+    assert queue.stats() == {"queued": 1, "running": 1, "dead": 0}
+    again = claim_now(queue)
+    assert again is not None and again.key == "key-1"
+    assert queue.extend_many([a, b, c, again], 30) == [False, False, True, True]
+    queue.bury(c, "boom")
+    queue.ack(again)
+    assert queue.stats() == {"queued": 0, "running": 0, "dead": 1}
+
+
+def test_extend_many_keeps_every_job_of_a_batch(queue: Queue) -> None:
+    for number in range(3):
+        queue.push(f"key-{number}", b"x")
+    claims = queue.claim_many(lease=2, wait=0.2, limit=3)
+    assert len(claims) == 3
+    assert queue.extend_many(claims, 60) == [True, True, True]
+    assert queue.extend_many([], 60) == []
+    time.sleep(2.5)  # past the first lease
+    assert queue.claim_many(lease=2, wait=0.5, limit=3) == []
+    assert queue.stats() == {"queued": 0, "running": 3, "dead": 0}
+    for claim in claims:
+        queue.ack(claim)
+
+
+def test_a_lapsed_batch_is_claimable_again(queue: Queue) -> None:
+    for number in range(2):
+        queue.push(f"key-{number}", b"x")
+    lost = queue.claim_many(lease=0.3, wait=0.2, limit=2)
+    assert len(lost) == 2
+    time.sleep(0.5)
+    again = queue.claim_many(lease=30, wait=15, limit=5)
+    assert sorted(claim.job_id for claim in again) == sorted(claim.job_id for claim in lost)
+    assert queue.extend_many(lost, 30) == [False, False]
+    assert queue.extend_many(again, 30) == [True, True]
+    for claim in again:
+        queue.ack(claim)
+    assert queue.stats() == {"queued": 0, "running": 0, "dead": 0}
+
+
+def test_batches_claim_each_job_once_across_threads(queue: Queue) -> None:
+    keys = [f"key-{number}" for number in range(60)]
+    for key in keys:
+        queue.push(key, b"x")
+    barrier = threading.Barrier(6)
+    claimed: list[str] = []
+
+    def work() -> None:
+        barrier.wait(timeout=30)
+        while claims := queue.claim_many(lease=60, wait=0.5, limit=7):
+            for claim in claims:
+                claimed.append(claim.key)
+                queue.ack(claim)
+
+    threads = [threading.Thread(target=work) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert sorted(claimed) == sorted(keys)

@@ -363,9 +363,35 @@ class Queue(ABC):
         it as foreign), never as an error.
         """
 
+    def claim_many(self, lease: float, wait: float, limit: int) -> list[Claim]:
+        """Take up to ``limit`` available jobs, oldest first, each leased for ``lease`` seconds.
+
+        Waits up to ``wait`` seconds for the first, as :meth:`claim`, then takes
+        only what is there already; returns ``[]`` if none came. A worker that
+        runs many jobs at once fills its free slots with one call. The default
+        calls :meth:`claim` until it has ``limit`` jobs or finds none; engines
+        that can take several jobs in one round trip override it.
+        """
+        first = self.claim(lease, wait) if limit > 0 else None
+        claims = [] if first is None else [first]
+        while claims and len(claims) < limit:
+            more = self.claim(lease, 0)
+            if more is None:
+                break
+            claims.append(more)
+        return claims
+
     @abstractmethod
     def extend(self, claim: Claim, lease: float) -> bool:
         """Renew a running job's lease; return False if it was lost to another worker."""
+
+    def extend_many(self, claims: Sequence[Claim], lease: float) -> list[bool]:
+        """:meth:`extend` for each claim, in order: one heartbeat renews every job in flight.
+
+        The default calls :meth:`extend` for each; engines that can renew them
+        in one round trip override it.
+        """
+        return [self.extend(claim, lease) for claim in claims]
 
     @abstractmethod
     def ack(self, claim: Claim) -> None:

@@ -782,35 +782,56 @@ class PostgresQueue(Queue):
             raise QueueFull()
 
     def claim(self, lease: float, wait: float) -> Claim | None:
+        claims = self.claim_many(lease, wait, 1)
+        return claims[0] if claims else None
+
+    def claim_many(self, lease: float, wait: float, limit: int) -> list[Claim]:
+        """One ``UPDATE ... FOR UPDATE SKIP LOCKED LIMIT n`` statement takes up to ``limit`` jobs."""
+        if limit < 1:
+            return []
         deadline = time.monotonic() + wait
         if wait <= 0:
-            return self._claim_now(lease)
+            return self._claim_now(lease, limit)
         try:
             with self.db.connection(listen=self.channel) as listener:  # listening before looking: no lost wake-up
                 while True:
-                    claim = self._claim_now(lease)
+                    claims = self._claim_now(lease, limit)
                     remaining = deadline - time.monotonic()
-                    if claim is not None or remaining <= 0:
-                        return claim
+                    if claims or remaining <= 0:
+                        return claims
                     for _ in listener.notifies(timeout=min(remaining, RECHECK), stop_after=1):
                         pass
         except psycopg.Error as error:
             raise BackendUnavailable(f"PostgreSQL at {self.db.display_url}: {error}".strip()) from error
 
-    def _claim_now(self, lease: float) -> Claim | None:
-        token = uuid.uuid4().hex
+    def _claim_now(self, lease: float, limit: int) -> list[Claim]:
+        token = uuid.uuid4().hex  # one token for the batch: each claim still owns only its own row
         query = self.db.sql(
             f"UPDATE {{jobs}} SET leased_until = now() + %s {_SECONDS}, token = %s "
-            "WHERE id = (SELECT id FROM {jobs} WHERE namespace = %s "
-            "AND (leased_until IS NULL OR leased_until <= now()) ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) "
+            "WHERE id IN (SELECT id FROM {jobs} WHERE namespace = %s "
+            "AND (leased_until IS NULL OR leased_until <= now()) ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED) "
             "RETURNING id, key, payload"
         )
-        row = self.db.run(lambda conn: conn.execute(query, (lease, token, self.namespace)).fetchone())
-        return None if row is None else claimed(row, token)
+        rows = self.db.run(lambda conn: conn.execute(query, (lease, token, self.namespace, limit)).fetchall())
+        return [claimed(row, token) for row in sorted(rows, key=lambda row: int(row[0]))]
 
     def extend(self, claim: Claim, lease: float) -> bool:
         query = self.db.sql(f"UPDATE {{jobs}} SET leased_until = now() + %s {_SECONDS} WHERE id = %s AND token = %s")
         return self.db.run(lambda conn: conn.execute(query, (lease, int(claim.job_id), claim.token)).rowcount) == 1
+
+    def extend_many(self, claims: Sequence[Claim], lease: float) -> list[bool]:
+        """One statement renews every claim that still owns its row."""
+        if not claims:
+            return []
+        query = self.db.sql(
+            f"UPDATE {{jobs}} AS j SET leased_until = now() + %s {_SECONDS} "
+            "FROM unnest(%s::bigint[], %s::text[]) AS c(id, token) WHERE j.id = c.id AND j.token = c.token "
+            "RETURNING j.id, j.token"
+        )
+        ids, tokens = [int(claim.job_id) for claim in claims], [claim.token for claim in claims]
+        rows = self.db.run(lambda conn: conn.execute(query, (lease, ids, tokens)).fetchall())
+        renewed = {(str(row[0]), row[1]) for row in rows}
+        return [(claim.job_id, claim.token) in renewed for claim in claims]
 
     def ack(self, claim: Claim) -> None:
         query = self.db.sql("DELETE FROM {jobs} WHERE id = %s AND token = %s")

@@ -38,6 +38,7 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from offload.backends.base import DEFAULT_NAMESPACE, Claim, DeadJob, Queue, QueuedJob
@@ -88,41 +89,48 @@ return {redis.call('XLEN', KEYS[1]) - busy + redis.call('ZCARD', KEYS[2]), busy,
 """
 )
 
-# KEYS: stream, delayed, held. ARGV: group, consumer, lease ms, horizon ms.
-# Moves the delayed jobs that are due to the back of the stream; takes back a job whose lease ran
-# out, else reads a new one, and records its lease. Without a job: the ms until the next delayed one is due, or -1.
+# KEYS: stream, delayed, held. ARGV: group, consumer, lease ms, horizon ms, limit.
+# Moves the delayed jobs that are due to the back of the stream; takes back up to limit jobs whose lease ran
+# out, then reads new ones (XREADGROUP COUNT) up to limit, and records their leases: a list of
+# {id, fields, delivery count}. Without a job: the ms until the next delayed one is due, or -1.
 _CLAIM = (
     NOW
     + _WAITING
     + """
-local stream, group, consumer = KEYS[1], ARGV[1], ARGV[2]
+local stream, group, consumer, limit = KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[5])
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 100)) do
   local job = redis.call('HMGET', KEYS[3], id .. ':k', id .. ':p')
   if job[1] and job[2] then redis.call('XADD', stream, '*', 'k', job[1], 'p', job[2]) end
   redis.call('HDEL', KEYS[3], id .. ':k', id .. ':p')
   redis.call('ZREM', KEYS[2], id)
 end
-local entry, count
+local out = {}
 local cursor = '0-0'
 repeat
-  local found = redis.call('XAUTOCLAIM', stream, group, consumer, ARGV[4], cursor, 'COUNT', 1)
+  local found = redis.call('XAUTOCLAIM', stream, group, consumer, ARGV[4], cursor, 'COUNT', limit - #out)
   cursor = found[1]
-  if type(found[2][1]) == 'table' then entry = found[2][1] end
-until entry or cursor == '0-0'
-if entry then
-  count = redis.call('XPENDING', stream, group, entry[1], entry[1], 1)[1][4]
-else
-  local read = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', 1, 'STREAMS', stream, '>')
-  if not read then
-    local due = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')[2]
-    return due and math.max(1, tonumber(due) - now) or -1
+  for _, entry in ipairs(found[2]) do
+    if type(entry) == 'table' then
+      local count = redis.call('XPENDING', stream, group, entry[1], entry[1], 1)[1][4]
+      table.insert(out, {entry[1], entry[2], count})
+    end
   end
-  entry = read[1][2][1]
-  count = 1
+until #out >= limit or cursor == '0-0'
+if #out < limit then
+  local read = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', limit - #out, 'STREAMS', stream, '>')
+  if read then
+    for _, entry in ipairs(read[1][2]) do table.insert(out, {entry[1], entry[2], 1}) end
+  end
+end
+if #out == 0 then
+  local due = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')[2]
+  return due and math.max(1, tonumber(due) - now) or -1
 end
 local until_ms = now + tonumber(ARGV[3]) - tonumber(ARGV[4])
-redis.call('XCLAIM', stream, group, consumer, 0, entry[1], 'TIME', until_ms, 'JUSTID')
-return {entry[1], entry[2], count}
+for _, job in ipairs(out) do
+  redis.call('XCLAIM', stream, group, consumer, 0, job[1], 'TIME', until_ms, 'JUSTID')
+end
+return out
 """
 )
 
@@ -154,6 +162,26 @@ _FIELDS = """
 local entry = redis.call('XRANGE', KEYS[1], ARGV[4], ARGV[4])[1]
 local fields = entry and entry[2] or {}
 """
+
+# KEYS[1]: stream. ARGV: group, lease ms, horizon ms, then consumer, count, id of each claim.
+# Renews the lease of each claim that still owns its job: a list of 1 (renewed) or 0 (lost).
+_EXTEND_MANY = (
+    NOW
+    + """
+local group, until_ms, out = ARGV[1], now + tonumber(ARGV[2]) - tonumber(ARGV[3]), {}
+for i = 4, #ARGV - 2, 3 do
+  local consumer, count, id = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
+  local held = redis.call('XPENDING', KEYS[1], group, id, id, 1)[1]
+  if held ~= nil and held[2] == consumer and held[4] == count then
+    redis.call('XCLAIM', KEYS[1], group, consumer, 0, id, 'TIME', until_ms, 'JUSTID')
+    table.insert(out, 1)
+  else
+    table.insert(out, 0)
+  end
+end
+return out
+"""
+)
 
 _ACK = _OWNED + _REMOVE + "return 1"
 
@@ -302,40 +330,45 @@ class RedisQueue(Queue):
             raise QueueFull()
 
     def claim(self, lease: float, wait: float) -> Claim | None:
+        claims = self.claim_many(lease, wait, 1)
+        return claims[0] if claims else None
+
+    def claim_many(self, lease: float, wait: float, limit: int) -> list[Claim]:
+        """One script takes lapsed leases and new entries (``XREADGROUP COUNT``) up to ``limit``."""
+        if limit < 1:
+            return []
         deadline = time.monotonic() + wait
         consumer = self.consumer
         keys = [self.stream, self.names.delayed, self.names.held]
         while True:
-            found = self._run(_CLAIM, keys, [consumer, self._lease_ms(lease), self._horizon])
+            found = self._run(_CLAIM, keys, [consumer, self._lease_ms(lease), self._horizon, limit])
             if isinstance(found, list):
-                job_id, fields, count = found
-                return self._claim(job_id, fields, consumer, int(count))
+                return [self._claim(job_id, fields, consumer, int(count)) for job_id, fields, count in found]
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return None
+                return []
             due = int(found) / 1000 if int(found) > 0 else RECHECK
-            claim = self._wait(consumer, min(remaining, RECHECK, due), lease)
-            if claim is not None:
-                return claim
+            claims = self._wait(consumer, min(remaining, RECHECK, due), lease, limit)
+            if claims:
+                return claims
 
-    def _wait(self, consumer: str, seconds: float, lease: float) -> Claim | None:
-        """Block on the server until a new job comes or ``seconds`` pass; lease a job that came."""
+    def _wait(self, consumer: str, seconds: float, lease: float, limit: int) -> list[Claim]:
+        """Block on the server until new jobs come or ``seconds`` pass; lease the jobs that came."""
         with self.redis.errors():
             try:
                 read: Any = self.redis.blocking.xreadgroup(
-                    self.names.group, consumer, {self.stream: ">"}, count=1, block=ms(seconds)
+                    self.names.group, consumer, {self.stream: ">"}, count=limit, block=ms(seconds)
                 )
             except redis.ResponseError as error:
                 if not is_nogroup(error):
                     raise
                 self._create_group()
-                return None
+                return []
         if not read:
-            return None
-        job_id, fields = read[0][1][0]
-        claim = self._claim(job_id, fields, consumer, 1)
-        self.extend(claim, lease)  # until now it had the horizon as its lease
-        return claim
+            return []
+        claims = [self._claim(job_id, fields, consumer, 1) for job_id, fields in read[0][1]]
+        self.extend_many(claims, lease)  # until now they had the horizon as their lease
+        return claims
 
     @staticmethod
     def _claim(job_id: bytes, fields: Any, consumer: str, count: int) -> Claim:
@@ -353,6 +386,15 @@ class RedisQueue(Queue):
     def extend(self, claim: Claim, lease: float) -> bool:
         args = [*self._owner_args(claim), self._lease_ms(lease), self._horizon]
         return bool(self._run(_EXTEND, [self.stream], args))
+
+    def extend_many(self, claims: Sequence[Claim], lease: float) -> list[bool]:
+        """One script renews every claim that still owns its job."""
+        if not claims:
+            return []
+        args: list[Any] = [self._lease_ms(lease), self._horizon]
+        for claim in claims:
+            args += self._owner_args(claim)
+        return [bool(renewed) for renewed in self._run(_EXTEND_MANY, [self.stream], args)]
 
     def ack(self, claim: Claim) -> None:
         self._run(_ACK, [self.stream], self._owner_args(claim))

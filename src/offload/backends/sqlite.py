@@ -624,30 +624,46 @@ class SQLiteQueue(Queue):
         self.workers.send(b"!")
 
     def claim(self, lease: float, wait: float) -> Claim | None:
+        claims = self.claim_many(lease, wait, 1)
+        return claims[0] if claims else None
+
+    def claim_many(self, lease: float, wait: float, limit: int) -> list[Claim]:
+        """One ``UPDATE ... WHERE id IN (... LIMIT n)`` statement takes up to ``limit`` jobs."""
+        if limit < 1:
+            return []
         deadline = time.monotonic() + wait
         while True:
-            claim = self._claim_now(lease)
-            if claim is not None or time.monotonic() >= deadline:
-                return claim
+            claims = self._claim_now(lease, limit)
+            if claims or time.monotonic() >= deadline:
+                return claims
             self._sleep(min(deadline - time.monotonic(), 1.0))
 
-    def _claim_now(self, lease: float) -> Claim | None:
+    def _claim_now(self, lease: float, limit: int) -> list[Claim]:
         now = time.time()
-        token = uuid.uuid4().hex
+        token = uuid.uuid4().hex  # one token for the batch: each claim still owns only its own row
         rows = self.db.run(
-            "UPDATE offload_jobs SET leased_until = ?1, token = ?2 WHERE id = (SELECT id FROM offload_jobs "
-            "WHERE namespace = ?3 AND (leased_until IS NULL OR leased_until <= ?4) ORDER BY id LIMIT 1) "
+            "UPDATE offload_jobs SET leased_until = ?1, token = ?2 WHERE id IN (SELECT id FROM offload_jobs "
+            "WHERE namespace = ?3 AND (leased_until IS NULL OR leased_until <= ?4) ORDER BY id LIMIT ?5) "
             "RETURNING id, key, payload",
-            (now + lease, token, self.namespace, now),
+            (now + lease, token, self.namespace, now, limit),
         ).fetchall()
-        return claimed(rows[0], token) if rows else None
+        return [claimed(row, token) for row in sorted(rows, key=lambda row: int(row[0]))]
 
     def extend(self, claim: Claim, lease: float) -> bool:
-        cursor = self.db.run(
-            "UPDATE offload_jobs SET leased_until = ? WHERE id = ? AND token = ?",
-            (time.time() + lease, int(claim.job_id), claim.token),
-        )
-        return cursor.rowcount == 1
+        return self.extend_many([claim], lease)[0]
+
+    def extend_many(self, claims: Sequence[Claim], lease: float) -> list[bool]:
+        """One write transaction renews every claim that still owns its row."""
+        until = time.time() + lease
+        with self.db.cursor(write=True) as conn:
+            return [
+                conn.execute(
+                    "UPDATE offload_jobs SET leased_until = ? WHERE id = ? AND token = ?",
+                    (until, int(claim.job_id), claim.token),
+                ).rowcount
+                == 1
+                for claim in claims
+            ]
 
     def ack(self, claim: Claim) -> None:
         self.db.run("DELETE FROM offload_jobs WHERE id = ? AND token = ?", (int(claim.job_id), claim.token))
