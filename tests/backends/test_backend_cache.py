@@ -283,6 +283,19 @@ def test_start_job_takes_the_lock_once_marks_pending_and_reads_the_answer(cache:
     assert cache.start_job("running2", "pending2", "no-answer", b"marker", 30)[:2] == (True, None)
 
 
+def test_start_counted_job_counts_each_start_that_took_the_lock(cache: Cache) -> None:
+    cache.set("answer", b"computed", 30)
+    first = cache.start_counted_job("running", "pending", "answer", b"marker", 30, "starts", 60)
+    assert (first[0], first[1], first[3]) == (True, b"computed", 1)
+    assert first[2] == cache.epoch()
+    assert cache.get("pending") == b"marker"
+    assert cache.start_counted_job("running", "pending", "answer", b"other", 30, "starts", 60) == (False, None, 0, 0)
+    cache.delete("running")  # the first run's worker died; its lock is gone
+    again = cache.start_counted_job("running", "pending", "no-answer", b"marker", 30, "starts", 60)
+    assert (again[0], again[1], again[3]) == (True, None, 2)
+    assert cache.incr("starts", 60) == 3, "the same counter as incr()"
+
+
 def test_start_job_lock_is_atomic_across_threads(cache: Cache) -> None:
     barrier = threading.Barrier(8)
     taken: list[bool] = []

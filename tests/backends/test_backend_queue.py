@@ -239,18 +239,26 @@ def test_claim_wakes_up_on_a_push_from_another_process(spec: BackendSpec, queue:
     assert claim is not None and (claim.key, claim.payload) == ("key", b"from afar")
 
 
-def test_each_job_is_claimed_once_across_threads(queue: Queue) -> None:
+@pytest.mark.parametrize("batch", [None, 7], ids=["claim", "claim_many"])
+def test_each_job_is_claimed_once_across_threads(queue: Queue, batch: int | None) -> None:
     keys = [f"key-{number}" for number in range(40)]
     for key in keys:
         queue.push(key, b"x")
     barrier = threading.Barrier(8)
     claimed: list[str] = []
 
+    def take() -> list[Claim]:
+        if batch is not None:
+            return queue.claim_many(lease=60, wait=0.5, limit=batch)
+        claim = queue.claim(lease=60, wait=0.5)
+        return [] if claim is None else [claim]
+
     def work() -> None:
         barrier.wait(timeout=30)
-        while (claim := queue.claim(lease=60, wait=0.5)) is not None:
-            claimed.append(claim.key)
-            queue.ack(claim)
+        while claims := take():
+            for claim in claims:
+                claimed.append(claim.key)
+                queue.ack(claim)
 
     threads = [threading.Thread(target=work) for _ in range(8)]
     for thread in threads:
@@ -387,23 +395,18 @@ def test_a_lapsed_batch_is_claimable_again(queue: Queue) -> None:
     assert queue.stats() == {"queued": 0, "running": 0, "dead": 0}
 
 
-def test_batches_claim_each_job_once_across_threads(queue: Queue) -> None:
-    keys = [f"key-{number}" for number in range(60)]
-    for key in keys:
-        queue.push(key, b"x")
-    barrier = threading.Barrier(6)
-    claimed: list[str] = []
-
-    def work() -> None:
-        barrier.wait(timeout=30)
-        while claims := queue.claim_many(lease=60, wait=0.5, limit=7):
-            for claim in claims:
-                claimed.append(claim.key)
-                queue.ack(claim)
-
-    threads = [threading.Thread(target=work) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
-    assert sorted(claimed) == sorted(keys)
+def test_ack_many_removes_the_jobs_its_claims_still_own(queue: Queue) -> None:
+    for number in range(4):
+        queue.push(f"key-{number}", b"x")
+    lost = queue.claim_many(lease=0.3, wait=0.2, limit=1)
+    time.sleep(0.5)
+    claims = queue.claim_many(lease=30, wait=15, limit=4)
+    assert [claim.key for claim in claims] == ["key-0", "key-1", "key-2", "key-3"]
+    queue.ack_many(lost)  # a stale claim removes nothing
+    assert queue.stats() == {"queued": 0, "running": 4, "dead": 0}
+    queue.ack_many(claims[:3])
+    queue.ack_many([])
+    assert queue.stats() == {"queued": 0, "running": 1, "dead": 0}
+    assert queue.extend_many(claims, 30) == [False, False, False, True]
+    queue.ack_many(claims)
+    assert queue.stats() == {"queued": 0, "running": 0, "dead": 0}

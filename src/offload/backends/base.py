@@ -248,6 +248,20 @@ class Cache(ABC):
         self.set(pending, marker, lease)
         return True, self.get(answer), self.epoch()
 
+    def start_counted_job(
+        self, running: str, pending: str, answer: str, marker: bytes, lease: float, counter: str, counter_ttl: float
+    ) -> tuple[bool, bytes | None, int, int]:
+        """:meth:`start_job`, then, if the lock was taken, :meth:`incr` of ``counter``: a job's starts are counted.
+
+        Returns :meth:`start_job`'s three values and the new count (0 when
+        the lock was not taken). The same as these calls in turn; engines
+        that can do it in one round trip override it.
+        """
+        taken, existing, epoch = self.start_job(running, pending, answer, marker, lease)
+        if not taken:
+            return False, None, 0, 0
+        return True, existing, epoch, self.incr(counter, counter_ttl)
+
     def finish_job(
         self,
         answer: str,
@@ -396,6 +410,16 @@ class Queue(ABC):
     @abstractmethod
     def ack(self, claim: Claim) -> None:
         """Remove a finished job for good."""
+
+    def ack_many(self, claims: Sequence[Claim]) -> None:
+        """:meth:`ack` each claim: a worker that ends many jobs at once acknowledges them together.
+
+        A claim that no longer owns its job removes nothing, as with :meth:`ack`.
+        The default calls :meth:`ack` for each; engines that can remove them
+        in one round trip override it.
+        """
+        for claim in claims:
+            self.ack(claim)
 
     @abstractmethod
     def release(self, claim: Claim, delay: float = 0.0) -> None:

@@ -111,6 +111,25 @@ if redis.call('PTTL', KEYS[1]) == -1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]
 return count
 """
 
+# KEYS: as _START_JOB, then the start counter. ARGV: as _START_JOB, then the counter's ttl ms.
+_START_COUNTED_JOB = (
+    _ACQUIRE
+    + """
+if acquire(KEYS[1], ARGV[1], ARGV[2]) == 0 then return {0} end
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+local ok, answer = pcall(redis.call, 'GET', KEYS[3])
+local epoch = redis.call('HGET', KEYS[4], 'n') or '0'
+local counted, count = pcall(redis.call, 'INCR', KEYS[5])
+if not counted then
+  redis.call('SET', KEYS[5], 1, 'PX', ARGV[3])
+  count = 1
+elseif redis.call('PTTL', KEYS[5]) == -1 then
+  redis.call('PEXPIRE', KEYS[5], ARGV[3])
+end
+return {1, epoch, count, ok and answer}
+"""
+)
+
 # The cache scripts below start with the index's LIBRARY: KEYS[6] on and ARGV[3] on are their own.
 
 # KEYS: key. ARGV: value, ttl ms, '' | 'ok' | 'failed', member.
@@ -272,6 +291,16 @@ class RedisCache(Cache):
         if not reply[0]:
             return False, None, 0
         return True, bytes_or_none(reply[2]) if len(reply) > 2 else None, int(reply[1])
+
+    def start_counted_job(
+        self, running: str, pending: str, answer: str, marker: bytes, lease: float, counter: str, counter_ttl: float
+    ) -> tuple[bool, bytes | None, int, int]:
+        """One script: the lock, the marker, the answer, the epoch and the count."""
+        keys = [running, pending, answer, self.names.epoch, counter]
+        reply: Any = self.redis.run(_START_COUNTED_JOB, keys, [marker, ms(lease), ms(counter_ttl)])
+        if not reply[0]:
+            return False, None, 0, 0
+        return True, bytes_or_none(reply[3]) if len(reply) > 3 else None, int(reply[1]), int(reply[2])
 
     def finish_job(
         self,

@@ -185,6 +185,20 @@ return out
 
 _ACK = _OWNED + _REMOVE + "return 1"
 
+# KEYS[1]: stream. ARGV: group, then consumer, count, id of each claim. Removes each job its claim still owns.
+_ACK_MANY = """
+local group = ARGV[1]
+for i = 2, #ARGV - 2, 3 do
+  local consumer, count, id = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
+  local held = redis.call('XPENDING', KEYS[1], group, id, id, 1)[1]
+  if held ~= nil and held[2] == consumer and held[4] == count then
+    redis.call('XACK', KEYS[1], group, id)
+    redis.call('XDEL', KEYS[1], id)
+  end
+end
+return 1
+"""
+
 # KEYS: stream, delayed, held. ARGV[5]: delay ms. The job goes to the back: at once, or once due.
 _RELEASE = (
     NOW
@@ -398,6 +412,11 @@ class RedisQueue(Queue):
 
     def ack(self, claim: Claim) -> None:
         self._run(_ACK, [self.stream], self._owner_args(claim))
+
+    def ack_many(self, claims: Sequence[Claim]) -> None:
+        """One script removes every job its claim still owns."""
+        if claims:
+            self._run(_ACK_MANY, [self.stream], [arg for claim in claims for arg in self._owner_args(claim)])
 
     def release(self, claim: Claim, delay: float = 0.0) -> None:
         keys = [self.stream, self.names.delayed, self.names.held]

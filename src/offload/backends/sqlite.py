@@ -668,6 +668,14 @@ class SQLiteQueue(Queue):
     def ack(self, claim: Claim) -> None:
         self.db.run("DELETE FROM offload_jobs WHERE id = ? AND token = ?", (int(claim.job_id), claim.token))
 
+    def ack_many(self, claims: Sequence[Claim]) -> None:
+        """One write transaction removes every job its claim still owns."""
+        with self.db.cursor(write=True) as conn:
+            conn.executemany(
+                "DELETE FROM offload_jobs WHERE id = ? AND token = ?",
+                [(int(claim.job_id), claim.token) for claim in claims],
+            )
+
     def release(self, claim: Claim, delay: float = 0.0) -> None:
         with self.db.cursor(write=True) as conn:
             rows = conn.execute(
