@@ -287,33 +287,63 @@ class _Lifespan:
 
 
 class _LoopRunner:
-    """A worker thread's event loop, and the lifespans of the apps started on it."""
+    """A worker thread's event loop, and the apps started on it."""
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
-        self.lifespans: dict[int, _Lifespan] = {}
+        self.replayers: dict[int, AsgiReplayer] = {}
 
     def run(self, app: Any, request: StoredRequest, max_body: int) -> CachedResponse:
         return self.loop.run_until_complete(self.replay(app, request, max_body))
 
     async def replay(self, app: Any, request: StoredRequest, max_body: int) -> CachedResponse:
-        lifespan = self.lifespans.get(id(app))
-        if lifespan is None:
-            lifespan = _Lifespan(app)
-            await lifespan.start()  # a failed startup raises, and is tried again with the next job
-            self.lifespans[id(app)] = lifespan
-        return await replay_asgi(app, request, max_body, lifespan.state if lifespan.supported else None)
+        replayer = self.replayers.get(id(app))
+        if replayer is None:
+            replayer = self.replayers[id(app)] = AsgiReplayer(app)
+        return await replayer(request, max_body)
 
     def close(self) -> None:
         if self.loop.is_closed():
             return
         try:
-            for lifespan in self.lifespans.values():
-                self.loop.run_until_complete(lifespan.stop())
+            for replayer in self.replayers.values():
+                self.loop.run_until_complete(replayer.aclose())
         finally:
-            self.lifespans.clear()
+            self.replayers.clear()
             self.loop.run_until_complete(self.loop.shutdown_asyncgens())
             self.loop.close()
+
+
+class AsgiReplayer:
+    """Replays stored requests through an ASGI app on the running event loop, many at once.
+
+    The first replay sends the app ``lifespan.startup`` (once, however many
+    replays start together); a failed startup raises, and is tried again by
+    the next replay. :meth:`aclose` sends ``lifespan.shutdown``.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app  # held so that id(app) is not reused while the lifespan runs
+        self._lifespan: _Lifespan | None = None
+        self._starting = asyncio.Lock()
+
+    async def __call__(self, request: StoredRequest, max_body: int) -> CachedResponse:
+        lifespan = self._lifespan or await self._start()
+        return await replay_asgi(self.app, request, max_body, lifespan.state if lifespan.supported else None)
+
+    async def _start(self) -> _Lifespan:
+        async with self._starting:
+            if self._lifespan is None:
+                lifespan = _Lifespan(self.app)
+                await lifespan.start()
+                self._lifespan = lifespan
+            return self._lifespan
+
+    async def aclose(self) -> None:
+        """Send the app ``lifespan.shutdown``, if it was started."""
+        lifespan, self._lifespan = self._lifespan, None
+        if lifespan is not None:
+            await lifespan.stop()
 
 
 def server_of(target: Target) -> tuple[str, int]:
