@@ -120,6 +120,10 @@ def log_format_option(func: F) -> F:
     )(func)
 
 
+#: The most jobs one worker process runs at once: threads, and tasks on an event loop.
+MAX_THREADS, MAX_TASKS = 256, 10_000
+
+
 def _setup_logging(level: str, log_format: str = "text") -> None:
     logs.configure(json=log_format == "json", level=level)
 
@@ -135,7 +139,19 @@ def main() -> None:
 @url_option
 @parts_options
 @click.option(
-    "--concurrency", "-c", default=1, show_default=True, type=click.IntRange(1, 256), help="Jobs run at once (threads)."
+    "--concurrency",
+    "-c",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, MAX_TASKS),
+    help=f"Jobs run at once: threads (at most {MAX_THREADS}), or tasks on one event loop with --engine async.",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(["auto", "threads", "async"]),
+    default="auto",
+    show_default=True,
+    help="How jobs run at once: async (tasks on one event loop) for an ASGI app, threads for a WSGI app.",
 )
 @click.option("--burst", is_flag=True, help="Exit when the queue is empty.")
 @click.option(
@@ -160,6 +176,7 @@ def worker(
     cache_url: str | None,
     queue_url: str | None,
     concurrency: int,
+    engine: str,
     burst: bool,
     nice: int,
     protocol: str,
@@ -196,20 +213,41 @@ def worker(
     logs.install(offloader)
     if metrics_port is not None:
         _serve_metrics(offloader, metrics_port)
-    replay = replayer_for(target, None if protocol == "auto" else protocol)
+    chosen = _engine(target, protocol, engine, concurrency)
     logging.getLogger("offload.worker").info(
-        "worker for %s (namespace %s) on %s, %d thread(s)%s",
+        "worker for %s (namespace %s) on %s, %d %s%s",
         app,
         offloader.namespace,
         display_url(offloader.url),
         concurrency,
+        "task(s) on one event loop" if chosen == "async" else "thread(s)",
         ", burst" if burst else "",
     )
     if nice:
         with contextlib.suppress(OSError):  # a platform without it keeps the priority
             os.nice(nice)
-    runner = Worker(offloader, replay, concurrency=concurrency, burst=burst)
-    sys.exit(runner.run())
+    if chosen == "async":
+        from offload.async_worker import AsyncWorker
+
+        sys.exit(AsyncWorker(offloader, target, concurrency=concurrency, burst=burst).run())
+    replay = replayer_for(target, None if protocol == "auto" else protocol)
+    sys.exit(Worker(offloader, replay, concurrency=concurrency, burst=burst).run())
+
+
+def _engine(target: Any, protocol: str, engine: str, concurrency: int) -> str:
+    """The engine a worker runs: async for an ASGI app (unless it replays its requests itself), else threads."""
+    from offload.replay import is_asgi
+
+    asgi = (is_asgi(target) if protocol == "auto" else protocol == "asgi") and not hasattr(target, "offload_replayer")
+    if engine == "async" and not asgi:
+        raise BadInput("--engine async runs ASGI apps only: this app runs on threads (--engine threads)")
+    chosen = engine if engine != "auto" else "async" if asgi else "threads"
+    if chosen == "threads" and concurrency > MAX_THREADS:
+        raise BadInput(
+            f"--concurrency {concurrency}: at most {MAX_THREADS} threads; "
+            "an ASGI app runs many more jobs at once with --engine async"
+        )
+    return chosen
 
 
 def _refuse_w(ctx: click.Context, param: click.Parameter, value: str | None) -> None:

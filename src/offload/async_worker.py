@@ -1,0 +1,253 @@
+"""The async engine: many jobs of an ASGI app at once, as tasks on one event loop.
+
+A thread per job costs megabytes and a switch per wait; an ASGI app's job is
+mostly waiting (on a database, another service), so one process can run
+hundreds of them on one loop. The loop claims as many jobs as it has free
+slots in one call (:meth:`~offload.backends.Queue.claim_many`), runs each as
+a task through :class:`~offload.replay.AsgiReplayer`, and takes it through
+the same steps as the thread engine (:class:`~offload.job_steps.JobSteps`):
+begin, tries with backoff, store, acknowledge, retry or bury. Those steps
+call the backend, which blocks, so they run in a small thread pool
+(``backend_threads``), never on the loop.
+
+One heartbeat task renews the leases of every job in flight in one call
+(:meth:`~offload.backends.Queue.extend_many`). A job past ``job_timeout`` is
+cancelled and a 504 is stored for it, as the thread engine stores one. The
+first SIGTERM or SIGINT stops claiming and lets the running jobs finish; the
+second cancels them and hands them back. An app that blocks the loop
+(synchronous work in an ``async def``) blocks every job: run it with the
+thread engine (``offload worker --engine threads``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import functools
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from offload import tags
+from offload.backends import Claim
+from offload.core import Offloader
+from offload.errors import BackendUnavailable
+from offload.job_steps import Backoff, Engine, Job, Replayed, install_signal_handlers, queue_backoff
+from offload.records import CachedResponse, StoredRequest
+from offload.replay import AsgiReplayer
+
+log = logging.getLogger("offload.worker")
+
+T = TypeVar("T")
+
+#: Threads that make the backend calls of an async worker's jobs (the loop never blocks on one).
+BACKEND_THREADS = 16
+
+
+class AsyncWorker(Engine):
+    """Runs up to ``concurrency`` jobs of an ASGI app at once on one event loop.
+
+    >>> from offload.core import Offloader
+    >>> async def app(scope, receive, send):
+    ...     await send({"type": "http.response.start", "status": 200, "headers": []})
+    ...     await send({"type": "http.response.body", "body": b"hi"})
+    >>> worker = AsyncWorker(Offloader(url="memory://doctest-async-worker"), app, burst=True)
+    >>> worker.run(install_signals=False)
+    0
+    """
+
+    def __init__(
+        self,
+        offloader: Offloader,
+        app: Any,
+        *,
+        concurrency: int = 100,
+        burst: bool = False,
+        claim_wait: float = 1.0,
+        backend_threads: int = BACKEND_THREADS,
+    ) -> None:
+        if backend_threads < 1:
+            raise ValueError("backend_threads must be at least 1")
+        super().__init__(offloader, concurrency=concurrency, burst=burst, claim_wait=claim_wait)
+        self.replay = AsgiReplayer(app)
+        self.backend_threads = backend_threads
+        self._jobs: dict[asyncio.Task[None], Job] = {}
+        self._executor: ThreadPoolExecutor | None = None
+        self._acks: deque[Claim] = deque()  # jobs stored, not yet acknowledged (appended to from the pool's threads)
+        self._acks_due: asyncio.Event | None = None
+
+    def run(self, install_signals: bool = True) -> int:
+        """Process jobs until stopped (or, with ``burst``, until the queue is empty); return an exit code."""
+        if install_signals:
+            install_signal_handlers(self.stop)
+        return asyncio.run(self.serve())
+
+    async def serve(self) -> int:
+        """The worker on the running loop: claim, run, renew, until stopped; returns the exit code."""
+        self._executor = ThreadPoolExecutor(self.backend_threads, thread_name_prefix="offload-backend")
+        self._acks_due = asyncio.Event()
+        acker = asyncio.create_task(self._acknowledge())
+        heartbeat = asyncio.create_task(self._heartbeat())
+        claimer = asyncio.create_task(self._claim_loop())
+        aborted = asyncio.create_task(self._wait_for(self.aborting))
+        try:
+            await asyncio.wait({claimer, aborted}, return_when=asyncio.FIRST_COMPLETED)
+            if claimer.done():
+                claimer.result()  # an unexpected error in the claim loop ends the worker, loudly
+            while self._jobs and not aborted.done():  # stopped claiming: let the running jobs finish
+                await asyncio.wait({*self._jobs, aborted}, return_when=asyncio.FIRST_COMPLETED)
+            if aborted.done():
+                # The claim in flight ends within claim_wait; the jobs it took are handed back with the rest.
+                await asyncio.gather(claimer, return_exceptions=True)
+                await self._hand_back_all()
+                return 1
+            return 0
+        finally:
+            for task in (heartbeat, claimer, aborted, acker):
+                task.cancel()
+            await asyncio.gather(heartbeat, claimer, aborted, acker, return_exceptions=True)
+            await self._ack_now()
+            await self.replay.aclose()
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    async def _wait_for(self, event: threading.Event) -> None:
+        """Return once ``event`` is set (by a signal handler or another thread); it is polled, cheaply."""
+        while not event.is_set():
+            await asyncio.sleep(0.1)
+
+    async def _call(self, function: Callable[..., T], *args: Any) -> T:
+        """Run a blocking backend step in the worker's thread pool, with this task's context."""
+        loop = asyncio.get_running_loop()
+        call = functools.partial(contextvars.copy_context().run, function, *args)
+        return await loop.run_in_executor(self._executor, call)
+
+    # -- claiming -----------------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        """Fill the free slots with one claim each time, until stopped (or, in a burst, until none comes)."""
+        queue, failures = self.offloader.queue, 0
+        wait = 0.2 if self.burst else self.claim_wait
+        while not self.stopping.is_set():
+            free = self.concurrency - len(self._jobs)
+            if free <= 0:  # every slot busy: look again when a job ends, or after a moment (a stop)
+                await asyncio.wait(set(self._jobs), timeout=0.2, return_when=asyncio.FIRST_COMPLETED)
+                continue
+            try:
+                claims = await self._call(queue.claim_many, self.settings.lease, wait, free)
+            except BackendUnavailable as error:
+                failures += 1
+                await asyncio.sleep(queue_backoff(error, failures))
+                continue
+            failures = 0
+            if not claims and self.burst:
+                return
+            if self.aborting.is_set():  # taken while the worker was told to hand its jobs back
+                await self._call(self.steps.hand_back, [Job(claim) for claim in claims])
+                return
+            for claim in claims:
+                job = Job(claim)
+                task = asyncio.create_task(self._process(job), name=f"offload-job-{claim.job_id}")
+                self._jobs[task] = job
+                task.add_done_callback(self._jobs.pop)
+
+    # -- one job --------------------------------------------------------------------------
+
+    async def _process(self, job: Job) -> None:
+        """Run one claimed job to its end; a cancellation (a second SIGTERM) leaves it to be handed back."""
+        try:
+            if not await self._call(self.steps.begin, job) or job.request is None:
+                return
+            tries = asyncio.create_task(self._run_with_retries(job.request))
+            try:
+                remaining = self.settings.job_timeout - (time.monotonic() - job.started)
+                done, _ = await asyncio.wait({tries}, timeout=max(0.0, remaining))
+            except asyncio.CancelledError:
+                tries.cancel()
+                raise
+            if not done:  # past job_timeout: cancelled, and not waited on (an app may ignore the cancellation)
+                tries.cancel()
+                if self.steps.claim_outcome(job):
+                    await self._call(self.steps.time_out, job)
+                return
+            if self.steps.claim_outcome(job):
+                # Shielded: a second SIGTERM must not cancel a store that is queued for the pool and not yet begun.
+                await asyncio.shield(self._call(self.steps.conclude, job, tries.result(), self._acks.append))
+                if self._acks_due is not None:
+                    self._acks_due.set()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # A driver's error or a bug: the job stays leased and comes back after its lease.
+            log.exception("job %s failed unexpectedly; it comes back after its lease", job.claim.job_id)
+
+    async def _run_with_retries(self, request: StoredRequest) -> CachedResponse:
+        """Drive :meth:`JobSteps.attempts` on the loop: each try awaited, each backoff slept."""
+        attempts = self.steps.attempts(request)
+        try:
+            step = next(attempts)
+            while True:
+                if isinstance(step, Backoff):
+                    await asyncio.sleep(step.seconds)
+                    step = attempts.send(None)
+                else:
+                    step = attempts.send(await self._replay_once(request))
+        except StopIteration as stop:
+            result: CachedResponse = stop.value
+            return result
+
+    async def _replay_once(self, request: StoredRequest) -> Replayed:
+        started = time.time()
+        try:
+            with tags.collecting() as tagged:
+                response = await self.replay(request, self.settings.max_body)
+        except Exception as error:
+            return Replayed(started, error=error)
+        return Replayed(started, response, tuple(tagged))
+
+    # -- acknowledging ---------------------------------------------------------------------
+
+    async def _acknowledge(self) -> None:
+        """Acknowledge stored jobs together: what was stored while one batch was acknowledged makes the next."""
+        while self._acks_due is not None:
+            await self._acks_due.wait()
+            self._acks_due.clear()
+            await asyncio.shield(self._ack_now())  # a batch taken is acknowledged, even as the worker stops
+
+    async def _ack_now(self) -> None:
+        batch: list[Claim] = []
+        with contextlib.suppress(IndexError):  # popped one by one: the pool's threads may append meanwhile
+            while True:
+                batch.append(self._acks.popleft())
+        if not batch:
+            return
+        try:
+            await self._call(self.offloader.queue.ack_many, batch)
+        except BackendUnavailable as error:  # they come back after their lease and are dropped then
+            log.error("cannot acknowledge %d job(s) (%s)", len(batch), error)
+
+    # -- leases and handing back ---------------------------------------------------------
+
+    async def _heartbeat(self) -> None:
+        """One task renews the leases of every job in flight, in one call, every third of a lease."""
+        while True:
+            await asyncio.sleep(self.settings.lease / 3)
+            jobs = [job for job in self._jobs.values() if not job.abandoned]
+            try:
+                await self._call(self.steps.renew, jobs)
+            except Exception:  # a driver's error or a bug must not end the heartbeat
+                log.exception("renewing the leases of %d job(s) failed", len(jobs))
+
+    async def _hand_back_all(self) -> None:
+        """Cancel the running jobs and hand back those whose outcome is not being stored."""
+        running = list(self._jobs.items())
+        for task, _ in running:
+            task.cancel()
+        await asyncio.gather(*(task for task, _ in running), return_exceptions=True)
+        jobs = [job for _, job in running if self.steps.claim_outcome(job)]
+        await self._call(self.steps.hand_back, jobs)
