@@ -45,8 +45,10 @@ log = logging.getLogger("offload.worker")
 
 T = TypeVar("T")
 
-#: Threads that make the backend calls of an async worker's jobs (the loop never blocks on one).
-BACKEND_THREADS = 16
+#: Threads that make the backend calls of an async worker's jobs (the loop never blocks on one). As many
+#: as the PostgreSQL backend keeps idle connections: a thread more opens and closes a connection per call
+#: (measured: 528 jobs/s with 16 threads, 742 with 8, trivial jobs on PostgreSQL).
+BACKEND_THREADS = 8
 
 
 class AsyncWorker(Engine):
