@@ -62,6 +62,13 @@ bench: setup
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python -m offload_bench.bench $(BENCH_ARGS)
 
+# The worker engines (docs/PERFORMANCE.md): many async jobs in one process, and
+# trivial-job throughput against Celery, rq and procrastinate. ENGINE_ARGS="--quick".
+.PHONY: bench-engine
+bench-engine: setup
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python -m offload_bench.engine $(ENGINE_ARGS)
+
 # The HTTP caching conformance harness (offload_bench/conformance.py): the public test
 # suite of github.com/http-tests/cache-tests run against the proxy, not part of `make test`.
 # It needs Node.js and npm, and the suite checked out in CACHE_TESTS_DIR.

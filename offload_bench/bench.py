@@ -303,11 +303,12 @@ def percentile(values: list[float], p: float) -> float:
 # -- 5: worker throughput --------------------------------------------------------------
 
 
-def enqueue_offload(url: str, count: int, prefix: str, query: str = "") -> None:
+def enqueue_offload(url: str, count: int, prefix: str, query: str = "", namespace: str | None = None) -> None:
+    """Queue ``count`` jobs through the middleware, in this process (``namespace``: that of another app)."""
     from offload import WSGIMiddleware
     from offload_bench.bench_apps import wsgi_handler
 
-    middleware = WSGIMiddleware(wsgi_handler, url=url, worker_threads=0, max_queued=None)
+    middleware = WSGIMiddleware(wsgi_handler, url=url, worker_threads=0, max_queued=None, namespace=namespace)
     try:
         for n in range(count):
             environ_path = f"{prefix}{n}"

@@ -19,13 +19,18 @@ does not import the frameworks of the others:
     a Flask view under Flask-Caching's ``@cache.cached`` (``RedisCache`` at ``BENCH_REDIS``).
 ``fastapi_cached``
     a FastAPI route under fastapi-cache2's ``@cache`` (``RedisBackend`` at ``BENCH_REDIS``).
-``job``, ``celery_app``
-    the trivial job that rq and Celery run (the handler's work for one URL),
-    and the Celery app (broker at ``BENCH_REDIS``) that has it as ``bench.job``.
+``job``, ``celery_app``, ``procrastinate_app``
+    the trivial job that rq, Celery and procrastinate run (the handler's work
+    for one URL), the Celery app (broker at ``BENCH_REDIS``) and the
+    procrastinate app (PostgreSQL at ``BENCH_POSTGRES``) that have it as ``bench.job``.
+``asgi_sleep``
+    an ASGI app behind offload's middleware (namespace ``bench-sleep``) whose
+    handler logs its start, then awaits ``asyncio.sleep`` for ``?sleep_ms=``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
@@ -95,6 +100,37 @@ async def asgi_handler(scope: Scope, receive: Receive, send: Send) -> None:
         job(str(scope.get("path", "/")) + (f"?{query}" if query else ""))
     await send({"type": "http.response.start", "status": 200, "headers": _ASGI_HEADERS})
     await send({"type": "http.response.body", "body": BODY})
+
+
+#: The namespace of ``asgi_sleep``, so that a benchmark can queue its jobs from another process.
+SLEEP_NAMESPACE = "bench-sleep"
+
+
+async def asgi_sleep_handler(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["type"] != "http":  # no lifespan: the worker runs it without one
+        return
+    query = bytes(scope.get("query_string", b"")).decode("latin-1")
+    record(f"{scope.get('path', '/')}?{query}")
+    for part in query.split("&"):
+        name, _, value = part.partition("=")
+        if name == "sleep_ms" and value.isdigit():
+            await asyncio.sleep(int(value) / 1000)
+    await send({"type": "http.response.start", "status": 200, "headers": _ASGI_HEADERS})
+    await send({"type": "http.response.body", "body": BODY})
+
+
+def _asgi_sleep() -> Any:
+    from offload import ASGIMiddleware
+
+    return ASGIMiddleware(asgi_sleep_handler, ttl=TTL, namespace=SLEEP_NAMESPACE)
+
+
+def _procrastinate_app() -> Any:
+    import procrastinate
+
+    app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=os.environ["BENCH_POSTGRES"]))
+    app.task(name="bench.job")(job)
+    return app
 
 
 def _wsgi_offload() -> Any:
@@ -167,6 +203,8 @@ _FACTORIES: dict[str, Callable[[], Any]] = {
     "flask_cached": _flask_cached,
     "fastapi_cached": _fastapi_cached,
     "celery_app": _celery_app,
+    "procrastinate_app": _procrastinate_app,
+    "asgi_sleep": _asgi_sleep,
 }
 _built: dict[str, Any] = {}
 
