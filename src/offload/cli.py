@@ -287,7 +287,12 @@ def _refuse_w(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     help="HTTP server processes (what gunicorn calls --workers).",
 )
 @click.option(
-    "--concurrency", "-c", default=1, show_default=True, type=click.IntRange(1, 256), help="Threads per job worker."
+    "--concurrency",
+    "-c",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 256),
+    help="Jobs at once per job worker: threads for a WSGI app, tasks on one event loop for an ASGI app.",
 )
 @protocol_option
 @log_level_option
