@@ -80,14 +80,14 @@ def redis_url(redis_database: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def redis_cluster_server() -> Iterator[servers.RedisClusterServer]:
+def redis_cluster_server() -> Iterator[servers.RedisCluster]:
     """A Redis Cluster of the session's own (three masters, three replicas), started on first use."""
     with servers.throwaway_redis_cluster() as cluster:
         yield cluster
 
 
 @pytest.fixture
-def redis_cluster_url(redis_cluster_server: servers.RedisClusterServer) -> str:
+def redis_cluster_url(redis_cluster_server: servers.RedisCluster) -> str:
     """The session's Redis Cluster (``redis+cluster://``), emptied for the test."""
     redis_cluster_server.flush()
     return redis_cluster_server.url

@@ -54,6 +54,7 @@ from typing import Any, NoReturn, Protocol, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+from offload_bench.cluster import RedisCluster
 
 T = TypeVar("T")
 
@@ -396,139 +397,8 @@ def throwaway_postgres() -> Iterator[PostgresServer]:
             shutil.rmtree(directory)
 
 
-def cluster_ports(count: int) -> list[int]:
-    """``count`` free loopback ports below 55536 whose cluster bus port (10000 higher) is free too."""
-    found: list[int] = []
-    while len(found) < count:
-        port = free_port()
-        if port <= 55535 and port not in found and _bindable(port + 10000):
-            found.append(port)
-    return found
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-class RedisClusterServer:
-    """A Redis Cluster of our own: three masters and a replica each, on free loopback ports, without persistence.
-
-    :meth:`kill_master` SIGKILLs the master of a slot and waits until its
-    replica has taken over, as a real failover does.
-    """
-
-    #: How long a node may be unreachable before the cluster fails it over (ms).
-    NODE_TIMEOUT = 1000
-
-    def __init__(self, server: str, cli: str, directory: str) -> None:
-        self.server, self.cli, self.directory = server, cli, directory
-        self.ports = cluster_ports(6)
-        self.processes: dict[int, subprocess.Popen[bytes]] = {}
-        seeds = ",".join(f"127.0.0.1:{port}" for port in self.ports[1:3])
-        self.url = f"redis+cluster://127.0.0.1:{self.ports[0]}/?seeds={seeds}"
-
-    def start(self) -> None:
-        for port in self.ports:
-            self._start_node(port)
-        addresses = [f"127.0.0.1:{port}" for port in self.ports]
-        create = [self.cli, "--cluster", "create", *addresses, "--cluster-replicas", "1", "--cluster-yes"]
-        done = subprocess.run(create, capture_output=True, timeout=60)
-        if done.returncode != 0:
-            self.stop()
-            raise RuntimeError(f"redis-cli --cluster create failed: {done.stdout.decode()} {done.stderr.decode()}")
-        wait_for(self._ok, 30, "the Redis cluster to be ok on every node")
-        wait_for(self._replicated, 30, "every replica to be in sync with its master")
-
-    def _start_node(self, port: int) -> None:
-        node = os.path.join(self.directory, str(port))
-        os.makedirs(node, exist_ok=True)
-        command = [self.server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        command += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--dir", node]
-        command += ["--cluster-node-timeout", str(self.NODE_TIMEOUT), "--repl-diskless-sync-delay", "0"]
-        log = os.path.join(node, "redis.log")
-        process = subprocess.Popen([*command, "--logfile", log], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.processes[port] = process
-        try:
-            wait_until(lambda: self._info(port, "PING").startswith("+PONG"), process, f"redis-server on {port}", 15)
-        except RuntimeError as error:
-            with open(log, errors="replace") as lines:
-                raise RuntimeError(f"{error}: {lines.read()[-500:]}") from None
-
-    def _info(self, port: int, command: str) -> str:
-        try:
-            with socket.create_connection(("127.0.0.1", port), 1) as conn:
-                conn.sendall(command.encode() + b"\r\n")
-                conn.settimeout(1)
-                return conn.recv(65536).decode(errors="replace")
-        except OSError:
-            return ""
-
-    def _ok(self) -> bool:
-        live = [port for port, process in self.processes.items() if process.poll() is None]
-        return all("cluster_state:ok" in self._info(port, "CLUSTER INFO") for port in live)
-
-    def _replicated(self) -> bool:
-        roles = [self._info(port, "INFO replication") for port in self.processes]
-        replicas = [role for role in roles if "role:slave" in role]
-        return len(replicas) == len(roles) // 2 and all("master_link_status:up" in role for role in replicas)
-
-    def flush(self) -> None:
-        """Empty every master (their replicas follow)."""
-        for port in self.masters():
-            self._info(port, "FLUSHALL")
-
-    def masters(self) -> list[int]:
-        """The ports of the live masters."""
-        found = []
-        for port, process in self.processes.items():
-            if process.poll() is None and "role:master" in self._info(port, "INFO replication"):
-                found.append(port)
-        return sorted(found)
-
-    def master_of(self, key: str) -> int:
-        """The port of the master that serves ``key``'s slot."""
-        import redis
-
-        with redis.Redis(port=self.masters()[0], socket_timeout=2) as client:
-            slot = client.cluster("KEYSLOT", key)
-            for start, end, master, *_ in client.cluster("SLOTS"):
-                if start <= slot <= end:
-                    return int(master[1])
-        raise AssertionError(f"no master serves slot {slot}")
-
-    def kill_master(self, key: str) -> int:
-        """SIGKILL the master of ``key``'s slot; returns once a replica serves the slot. Its port."""
-        port = self.master_of(key)
-        process = self.processes.pop(port)
-        process.kill()
-        process.wait(10)
-        wait_for(lambda: self._promoted(key, port), 30, f"a replica to take over from the master on {port}")
-        wait_for(self._ok, 30, "the Redis cluster to be ok again")
-        return port
-
-    def _promoted(self, key: str, dead: int) -> bool:
-        try:
-            return self.master_of(key) != dead
-        except Exception:
-            return False
-
-    def stop(self) -> None:
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.kill()
-            process.wait(10)
-            if process.stderr:
-                process.stderr.close()
-        self.processes.clear()
-
-
 @contextmanager
-def throwaway_redis_cluster() -> Iterator[RedisClusterServer]:
+def throwaway_redis_cluster() -> Iterator[RedisCluster]:
     """A running Redis Cluster of our own (``redis-server`` and ``redis-cli`` from ``OFFLOAD_TEST_REDIS_SERVER``'s
     directory, else ``PATH``): three masters and three replicas in a temporary directory."""
     binary = os.environ.get("OFFLOAD_TEST_REDIS_SERVER") or shutil.which("redis-server")
@@ -538,6 +408,6 @@ def throwaway_redis_cluster() -> Iterator[RedisClusterServer]:
         unavailable("redis-server and redis-cli are not installed (apt-get install redis-server)")
     with (
         tempfile.TemporaryDirectory(prefix="offload-redis-cluster-") as directory,
-        running(RedisClusterServer(binary, cli, directory)) as cluster,
+        running(RedisCluster(binary, cli, directory)) as cluster,
     ):
         yield cluster
