@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CLUSTER_SCHEMES",
+    "ERRORS",
     "NOW",
     "RECHECK",
     "Names",
@@ -76,6 +77,10 @@ CLUSTER_SCHEMES = frozenset({"redis+cluster", "rediss+cluster"})
 #: A client of one Redis server or of a Redis Cluster: offload calls what both have.
 Client = redis.Redis | redis.cluster.RedisCluster
 AsyncClient = redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
+
+#: What a client raises when the server or the cluster cannot answer. A cluster client's own
+#: errors (no node reachable, slots not covered while a master fails over) are not RedisErrors.
+ERRORS = (redis.RedisError, redis.exceptions.RedisClusterException)
 
 
 class Names:
@@ -237,7 +242,7 @@ class RedisConnection:
             )
             try:
                 client.ping()
-            except (redis.RedisError, OSError) as failed:
+            except (*ERRORS, OSError) as failed:
                 error = failed
                 client.close()
                 continue
@@ -304,7 +309,7 @@ class RedisConnection:
         """Turn the client's errors into :class:`BackendUnavailable` (a missing consumer group excepted)."""
         try:
             yield
-        except redis.RedisError as error:
+        except ERRORS as error:
             if is_nogroup(error):
                 raise
             raise BackendUnavailable(f"Redis at {self.display_url}: {type(error).__name__}: {error}") from error

@@ -28,7 +28,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, ClassVar, Protocol
 
-from offload.backends.redis_connection import Names, RedisConnection, redis
+from offload.backends.redis_connection import ERRORS, Names, RedisConnection, redis
 
 log = logging.getLogger("offload.redis")
 
@@ -142,7 +142,7 @@ class Subscriber:
                     message = pubsub.get_message(timeout=POLL)
                     if message is not None:
                         self._handle(message)
-            except (redis.RedisError, OSError) as error:
+            except (*ERRORS, OSError) as error:
                 log.debug("Redis subscription lost (%s): connecting again", error)
             finally:
                 self._lose(run, client, pubsub)
