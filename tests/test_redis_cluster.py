@@ -126,3 +126,32 @@ def test_a_miss_on_a_cluster_is_queued_run_and_then_served(site: Site) -> None:
     assert expired.returncode == 0 and "expired" in expired.stdout, expired.stdout + expired.stderr
     assert site.get(target).status == 202, "an expired answer was served"
     assert site.poll(target, timeout=30).status == 200
+
+
+def test_an_applications_own_cluster_client_is_refused_with_the_url_to_use(redis_cluster_server: RedisCluster) -> None:
+    import redis.cluster
+
+    from offload.adapters import adapt_cache
+
+    client = redis.cluster.RedisCluster(host="127.0.0.1", port=redis_cluster_server.masters()[0])
+    try:
+        with pytest.raises(ConfigurationError, match=r"redis\+cluster://"):
+            adapt_cache(client)
+    finally:
+        client.close()
+
+
+def test_a_cluster_is_found_from_a_seed_when_the_first_node_is_down(
+    redis_cluster_server: RedisCluster, redis_cluster_url: str
+) -> None:
+    from tests.servers import free_port
+
+    live = redis_cluster_server.masters()[0]
+    url = f"redis+cluster://127.0.0.1:{free_port()}/?seeds=127.0.0.1:{live}"
+    cache = open_backend(url, "shop").cache
+    assert cache is not None
+    try:
+        assert cache.add("shop:p:seeded", b"queued", 60)
+        assert cache.get("shop:p:seeded") == b"queued"
+    finally:
+        cache.close()
