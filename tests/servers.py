@@ -25,7 +25,9 @@ found at the usual local ports, or through these environment variables:
     is emptied before each test.
 ``OFFLOAD_TEST_REDIS_SERVER``
     The ``redis-server`` binary (default: found on ``PATH``) for the throwaway
-    Redis of the "backend down and back" tests.
+    Redis of the "backend down and back" tests, and for the throwaway Redis
+    Cluster (six nodes, with the ``redis-cli`` beside it or on ``PATH``) that the
+    session starts on first use (``redis_cluster_url``).
 ``OFFLOAD_TEST_POSTGRES_BIN``
     The directory holding ``initdb`` and ``postgres`` (default: found on
     ``PATH``, else the newest ``/usr/lib/postgresql/*/bin``) for the throwaway

@@ -1,5 +1,10 @@
 """Redis backend (``redis://``, ``rediss://``, ``unix://``): cache and queue of a namespace in one Redis database.
 
+``redis+cluster://`` runs the same scripts on a Redis Cluster: every name
+then carries the hash tag ``{<prefix>}`` (see
+:class:`~offload.backends.redis_connection.Names`), so all of a prefix is in
+one slot and each script below touches that slot only.
+
 Uses the official ``redis`` client, sync and asyncio (``pip install
 "offload[redis]"``); connections and names are in
 :mod:`offload.backends.redis_connection`. Every multi-step operation is one
