@@ -155,3 +155,24 @@ def test_a_cluster_is_found_from_a_seed_when_the_first_node_is_down(
         assert cache.get("shop:p:seeded") == b"queued"
     finally:
         cache.close()
+
+
+def test_a_burst_of_asyncio_requests_on_a_cluster_is_answered(redis_cluster_url: str) -> None:
+    """The first burst of a new asyncio cluster client: every command waits for the cluster's layout, none fails."""
+    import asyncio
+
+    from offload.backends.redis import RedisCache
+
+    cache = open_backend(redis_cluster_url, "shop").cache
+    assert isinstance(cache, RedisCache)
+
+    async def burst() -> list[bool]:
+        try:
+            return await asyncio.gather(*(cache.aadd(f"shop:p:{n}", b"queued", 60) for n in range(300)))
+        finally:
+            await cache.aclose()
+
+    try:
+        assert all(asyncio.run(burst()))
+    finally:
+        cache.close()

@@ -354,7 +354,8 @@ class RedisCache(Cache):
         if self.redis.external:  # no asyncio twin of the application's client: a thread does it
             return await asyncio.to_thread(self.get, key)
         with self.redis.errors(), _foreign_value_is_a_miss(key):
-            value: Any = await self.redis.async_client().get(self.names.key(key))
+            client = await self.redis.async_ready() if self.redis.cluster else self.redis.async_client()
+            value: Any = await client.get(self.names.key(key))
             return bytes_or_none(value)
         return None
 

@@ -66,6 +66,9 @@ RECHECK = 1.0
 #: Connections of the asyncio client of one event loop; more requests at once wait their turn.
 ASYNC_CONNECTIONS = 64
 
+#: Connections of the asyncio cluster client of one event loop, per node.
+ASYNC_CLUSTER_CONNECTIONS = 1024
+
 #: Lua that sets ``now`` to the server's clock in milliseconds: every process of a deployment agrees on it.
 NOW = "local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
 
@@ -258,8 +261,10 @@ class RedisConnection:
         retry = redis.asyncio.retry.Retry(NoBackoff(), 0)
         if self.cluster:
             seeds = [redis.asyncio.cluster.ClusterNode(host, port) for host, port in self.seeds]
+            # redis-py's asyncio cluster client has no pool that waits: past max_connections to a
+            # node it fails at once. The bound is set high, so a burst opens connections instead.
             client = redis.asyncio.cluster.RedisCluster.from_url(
-                self.url, startup_nodes=seeds, retry=retry, max_connections=ASYNC_CONNECTIONS
+                self.url, startup_nodes=seeds, retry=retry, max_connections=ASYNC_CLUSTER_CONNECTIONS
             )
         else:
             # A bounded pool that makes a burst of requests wait for a connection (up to the
@@ -270,6 +275,18 @@ class RedisConnection:
             client = redis.asyncio.Redis(connection_pool=pool, retry=retry)
             client.auto_close_connection_pool = True  # aclose() closes the pool too
         self._async[loop] = client
+        return client
+
+    async def async_ready(self) -> AsyncClient:
+        """:meth:`async_client`, once it knows the cluster's layout.
+
+        An asyncio cluster client learns the layout on its first command; the
+        other commands of a burst that started meanwhile could find their
+        connections closed under them. Here they all wait for that first read.
+        """
+        client = self.async_client()
+        if isinstance(client, redis.asyncio.cluster.RedisCluster):
+            await client.initialize()  # at once when done: it only reads a flag
         return client
 
     async def aclose(self) -> None:
@@ -302,6 +319,8 @@ class RedisConnection:
     async def arun(self, source: str, keys: list[Any], args: list[Any]) -> Any:
         """:meth:`run` on the running event loop's client."""
         with self.errors():
+            if self.cluster:
+                await self.async_ready()
             return await self.async_script(source)(keys, args)
 
     @contextlib.contextmanager
