@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from offload.core import CLAIM_WINDOW
 from offload_bench.client import Spec
 from offload_bench.procs import Child, wait_for
 from offload_bench.servers import BackendServer, RedisClusterServer
@@ -23,10 +24,6 @@ from offload_bench.stack import Execution, Load, Stack, verdict_on_executions
 LEASE = 5.0
 #: A request that takes longer than this is a hang.
 REQUEST_TIMEOUT = 30.0
-#: The pending marker's lifetime in the scenarios that kill web processes or a master: a web
-#: process killed after it marked a URL pending but before it queued the job (or a master that
-#: died in between) leaves a marker no job will remove, and the URL answers 202 until it expires.
-ORPHAN_PENDING_TTL = 10.0
 
 
 @dataclass(frozen=True)
@@ -192,7 +189,7 @@ def web_kills(stack: Stack, sizes: Sizes, row: Row) -> None:
         stack.worker(concurrency=2)
     stack.tolerated.add("was sent SIGKILL")  # gunicorn's word for the processes killed here
     paths = paths_for("webkills", sizes.kill_urls * 50, lambda n: 20 + (n * 37) % 130)
-    specs = poll_specs(bases, paths, 2, 30, sizes.kill_for + ORPHAN_PENDING_TTL + 120)
+    specs = poll_specs(bases, paths, 2, 30, sizes.kill_for + CLAIM_WINDOW + 120)
     for spec in specs:
         spec.stop_new_at = time.time() + sizes.kill_for
     clients = stack.clients(specs)
@@ -271,7 +268,7 @@ def failover(stack: Stack, sizes: Sizes, row: Row, server: BackendServer) -> Non
     for _ in range(2):
         stack.worker(concurrency=2)
     paths = paths_for("failover", sizes.urls, lambda n: 50 + (n * 37) % 150)
-    clients = stack.clients(poll_specs(bases, paths, 2, 20, sizes.outage + ORPHAN_PENDING_TTL + 150))
+    clients = stack.clients(poll_specs(bases, paths, 2, 20, sizes.outage + CLAIM_WINDOW + 150))
     web0, worker0 = snapshot(stack)
     time.sleep(1)
     down = time.time()
@@ -488,8 +485,7 @@ def run_scenario(name: str, server: BackendServer, sizes: Sizes, directory: Path
     folder.mkdir(parents=True)
     url = server.url_for(name)
     max_queued = sizes.max_queued if name == "backpressure" else 100_000
-    pending_ttl = ORPHAN_PENDING_TTL if name in ("web-kills", "failover") else 600.0
-    with Stack(folder, url, lease=LEASE, max_queued=max_queued, pending_ttl=pending_ttl) as stack:
+    with Stack(folder, url, lease=LEASE, max_queued=max_queued) as stack:
         try:
             if name == "worker-kills":
                 worker_kills(stack, sizes, row)

@@ -57,9 +57,14 @@ OPERATIONS = {
     "delete": "cache",
     "take": "cache",
     "incr": "cache",
+    "touch": "cache",
     "push": "queue",
     "stats": "queue",
 }
+
+
+#: Seconds a new pending marker holds its key until its job is queued and the marker is made to last.
+CLAIM_WINDOW = 30.0
 
 
 class RequestTooLarge(Exception):
@@ -381,7 +386,7 @@ class Offloader:
         try:
             request = self._stored_request(incoming, key, primary, learned)
             marker = PendingMarker("queued", time.time()).encode()
-            won = yield ("add", pending, marker, self.settings.pending_ttl)
+            won = yield ("add", pending, marker, self._claim_window)
             if not won:
                 return None
             # The refresh that made the marker may have stored its answer and dropped the marker
@@ -393,6 +398,7 @@ class Offloader:
                     yield ("delete", pending)
                     return None
             yield ("push", key, request.encode(), self.settings.max_queued)
+            yield from self._hold_key(pending)
             if self.events.listeners:
                 self.events.emit("job.queued", key=key, path=_path(request), refresh=True)
         except (RequestTooLarge, QueueFull, BackendUnavailable):
@@ -409,7 +415,7 @@ class Offloader:
         """
         settings = self.settings
         pending = self._pending_prefix + key
-        won = yield ("add", pending, PendingMarker("queued", time.time()).encode(), settings.pending_ttl)
+        won = yield ("add", pending, PendingMarker("queued", time.time()).encode(), self._claim_window)
         if not won:
             return self._accepted(incoming, fwd, True, duration)
         if settings.max_new_keys_per_minute is not None:
@@ -441,9 +447,27 @@ class Offloader:
             with contextlib.suppress(BackendUnavailable):  # else the marker expires by itself
                 yield ("delete", pending)
             raise
+        yield from self._hold_key(pending)
         if self.events.listeners:
             self.events.emit("job.queued", key=key, path=_path(request), refresh=False)
         return self._accepted(incoming, fwd, False, duration)
+
+    @property
+    def _claim_window(self) -> float:
+        """How long a new pending marker holds its key before its job is queued.
+
+        A process that dies between the marker and the push (a killed web
+        process, a failed-over backend) leaves a marker with no job: it blocks
+        the key for seconds, not for ``pending_ttl``.
+        """
+        return min(self.settings.pending_ttl, CLAIM_WINDOW)
+
+    def _hold_key(self, pending: str) -> Decision:
+        """The job is queued: its marker now holds the key for ``pending_ttl`` (the worker renews it once it runs)."""
+        if self.settings.pending_ttl > CLAIM_WINDOW:
+            with contextlib.suppress(BackendUnavailable):  # else the marker lapses and a later miss queues again
+                yield ("touch", pending, self.settings.pending_ttl)
+        return None
 
     def _serves(self, answer: CachedResponse, incoming: Incoming, now: float) -> bool:
         """Whether an answer found on the way to queueing a job serves the request as it is: fresh for it."""
@@ -714,11 +738,14 @@ class Offloader:
         """Queue a job for a stored request now, unless one is queued or running for its key; True if queued."""
         request = dataclasses.replace(StoredRequest.decode(payload), enqueued=time.time())
         marker = PendingMarker("queued", time.time()).encode()
-        if not self.cache.add(self._pending_prefix + request.key, marker, self.settings.pending_ttl):
+        pending = self._pending_prefix + request.key
+        if not self.cache.add(pending, marker, self._claim_window):
             return False
         try:
             self.queue.push(request.key, request.encode(), self.settings.max_queued)
         except (QueueFull, BackendUnavailable):
-            self.cache.delete(self._pending_prefix + request.key)
+            self.cache.delete(pending)
             raise
+        with contextlib.suppress(BackendUnavailable):
+            self.cache.touch(pending, self.settings.pending_ttl)
         return True
