@@ -22,8 +22,13 @@ def test_the_tutorial_from_the_first_202_to_the_dashboard(tmp_path: Path) -> Non
         assert first.returncode == 0, first.stderr
         assert_prints(printed, first.stdout)
 
-        assert json.loads(ex.poll("/report").body) == {"total": 42}  # "three seconds later"
+        answered = ex.poll("/report")  # "three seconds later"
+        assert json.loads(answered.body) == {"total": 42}
+        age = int(answered.header("Age") or "-1")
+        assert 0 <= age < 3, f"Age counts from when the app answered, not from the job's start (3 s before): {age}"
         [(command, printed)] = TUTORIAL.block("HTTP/1.1 200 OK").printed()
+        shown = int(next(line for line in printed if line.startswith("Age: "))[5:])
+        assert shown < 3, "asked three seconds after the 202, the answer is younger than the job's three seconds"
         hit = ex.run(ex.substituted(command))
         assert_prints(printed, hit.stdout)
 
