@@ -3,7 +3,8 @@
 A Markdown document's code blocks are read in order (:func:`blocks`). A
 Python or HTML block whose first line names a file (``# myapp.py``,
 ``<!-- static/report.html -->``) is that file, whole; ``# FILE (add at the
-end)`` appends to it. A ``sh`` block is run line by line in an
+end)`` appends to it, and ``# FILE (instead of its last line)`` replaces the
+line that ends it. A ``sh`` block is run line by line in an
 :class:`Example`'s directory (a ``console`` block too: its ``$ `` lines are
 the commands, the others what they print, see :meth:`Block.printed`), with the documentation's addresses replaced by
 the test's own servers (:attr:`Example.addresses`): a line that starts a
@@ -64,11 +65,14 @@ class Block:
 
     @property
     def file(self) -> tuple[str, bool] | None:
-        """The file the block is, and whether it is added at the end of that file; None for other blocks."""
+        """The file the block is, and whether it goes into that file (at its end, or instead of its last line).
+
+        None for other blocks.
+        """
         found = FILE_HEADER.match(self.text.splitlines()[0]) if self.text else None
         if found is None or self.language not in ("python", "html"):
             return None
-        return found["path"], "add at the end" in found["rest"]
+        return found["path"], any(words in found["rest"] for words in ("add at the end", "instead of its last line"))
 
     def commands(self) -> list[str]:
         """The command lines of a shell block: blank lines and whole-line comments left out.
@@ -241,6 +245,10 @@ class Example:
         text = self.substituted(block.text)
         if append:
             assert path.exists(), f"{relative} must exist before the block at line {block.line} adds to it"
+            if "instead of its last line" in text.splitlines()[0]:
+                kept = path.read_text(encoding="utf-8").rstrip().splitlines()[:-1]
+                path.write_text("\n".join([*kept, *text.splitlines()[1:]]) + "\n", encoding="utf-8")
+                return path
             with path.open("a", encoding="utf-8") as file:
                 file.write("\n" + text)
         else:
