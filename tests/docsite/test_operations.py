@@ -121,7 +121,7 @@ def test_a_workers_metrics_port_shows_every_process_counts(served: Served) -> No
 def test_the_alerts_name_metrics_offload_exposes(served: Served) -> None:
     ex = served.ex
     served.metrics_workers(running=True)
-    ex.poll("/report?for=alerts")
+    ex.poll("/report?for=metrics")
     exposed = set(re.findall(r"^(offload_\w+)[{ ]", scrape(ex, served.metrics[0]), re.M))
     rules = re.findall(r"^- alert: (\w+)\n\s+expr: (.+)$", METRICS.block("- alert: OffloadQueueLatency").text, re.M)
     assert len(rules) == 4, rules
@@ -147,6 +147,6 @@ def test_the_dashboard_by_itself_says_it_has_no_auth(served: Served) -> None:
 
 def test_tracing_is_installed_in_the_served_app(served: Served) -> None:
     ex = served.ex
-    answer = ex.poll("/report?for=tracing")
+    answer = ex.poll("/report?for=metrics")
     assert (answer.status, json.loads(answer.body)) == (200, {"total": 42})
     assert "Traceback" not in ex.logs()
