@@ -137,9 +137,17 @@ def describe_backend(offloader: Offloader) -> str:
 
 
 def describe_part(part: object) -> str:
-    """A part an app passed: a URL without its password, else the class of the object (``redis.client.Redis``)."""
+    """A part an app passed: a URL without its password, a name as given, else the object's class.
+
+    >>> describe_part("redis://:secret@cache.internal:6379/0")
+    'redis://:***@cache.internal:6379/0'
+    >>> describe_part("default")
+    'default'
+    >>> describe_part(object())
+    'builtins.object'
+    """
     if isinstance(part, str):
-        return display_url(part)
+        return display_url(part) if "://" in part else part
     kind = type(part)
     return f"{kind.__module__}.{kind.__qualname__}"
 
