@@ -30,7 +30,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -313,11 +313,10 @@ class Example:
         return "\n".join(parts)
 
     def stop(self, command_start: str | None = None) -> None:
-        """Stop the background processes (those whose command starts with ``command_start``)."""
-        for command, process, _ in self.processes:
-            if command_start is None or command.startswith(command_start):
-                self.stopped.add(process.pid)
-                _kill(process)
+        """Stop the background processes (those whose command starts with ``command_start``), all at once."""
+        chosen = [process for command, process, _ in self.processes if command.startswith(command_start or "")]
+        self.stopped.update(process.pid for process in chosen)
+        _kill(chosen)
 
     def close(self) -> None:
         self.stop()
@@ -366,16 +365,28 @@ def _source_paths() -> list[str]:
     return [str(Path(offload.__file__).resolve().parent.parent), str(ROOT)]
 
 
-def _kill(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
+def stop_all(examples: Iterable[Example]) -> None:
+    """Stop the processes of several examples at once: they shut down side by side, not one after another."""
+    chosen = list(examples)
+    for made in chosen:
+        made.stopped.update(process.pid for _, process, _ in made.processes)
+    _kill([process for made in chosen for _, process, _ in made.processes])
+
+
+def _kill(processes: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM each process's group, wait for them, then SIGKILL what is left of each group."""
+    for process in processes:
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+    for process in processes:
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(10)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)  # what is left of the group: a server's own workers
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(10)
+    for process in processes:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)  # what is left of the group: a server's own workers
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(10)
 
 
 @contextlib.contextmanager

@@ -12,7 +12,7 @@ from contextlib import ExitStack
 
 import pytest
 
-from tests.examples import ROOT, Document, Example, example, wait_for
+from tests.examples import ROOT, Document, Example, example, stop_all, wait_for
 
 ASGI = Document(ROOT / "docs" / "ASGI.md")
 
@@ -43,6 +43,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Examp
         apps["plain"].write(ASGI.block("# plain.py"))
         apps["plain"].shell(ASGI.block("offload serve plain:app"))
         yield apps
+        stop_all(apps.values())  # side by side, before each folder's own close
 
 
 def test_fastapi_with_its_lifespan_in_the_worker(served: dict[str, Example]) -> None:

@@ -13,7 +13,7 @@ from contextlib import ExitStack
 
 import pytest
 
-from tests.examples import ROOT, Document, Example, example
+from tests.examples import ROOT, Document, Example, example, stop_all
 
 FRAMEWORKS = Document(ROOT / "docs" / "howto" / "frameworks.md")
 
@@ -56,6 +56,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Examp
         fastapi.write(FRAMEWORKS.block("# main.py (add at the end)"))
         fastapi.shell(FRAMEWORKS.block("offload serve main:app"))
         yield apps
+        stop_all(apps.values())  # side by side, before each folder's own close
 
 
 def test_flask_served_by_offload_serve_and_by_gunicorn_with_a_worker(served: dict[str, Example]) -> None:
