@@ -131,7 +131,7 @@ def redis_client(url: str) -> Any:
     try:
         import redis
     except ImportError:
-        unavailable('the redis client is not installed: pip install "offload[redis]"')
+        unavailable('the redis client is not installed: pip install -e ".[redis]"')
     return redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
 
 
@@ -189,7 +189,7 @@ def postgres_database(url: str | None = None) -> str:
     try:
         import psycopg
     except ImportError:
-        unavailable('psycopg is not installed: pip install "offload[postgres]"')
+        unavailable('psycopg is not installed: pip install -e ".[postgres]"')
     try:
         psycopg.connect(url, connect_timeout=3).close()
     except psycopg.Error as error:

@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from offload.backends import REGISTRY, resolve_url
-from offload.errors import ConfigurationError
+from offload.errors import ConfigurationError, install_hint
 
 #: What a URL of each scheme looks like, for the error messages.
 EXAMPLES = {
@@ -83,7 +83,7 @@ def check_url(url: str) -> str:
         raise ConfigurationError(f"{url!r} names no file: write {example}")
     driver = DRIVERS.get(scheme)
     if driver is not None and importlib.util.find_spec(driver[0]) is None:
-        raise ConfigurationError(f'{scheme}:// needs {driver[0]}: pip install "offload[{driver[1]}]"')
+        raise ConfigurationError(f"{scheme}:// needs {driver[0]}: {install_hint(driver[1])}")
     return url
 
 

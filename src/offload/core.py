@@ -168,6 +168,9 @@ class Offloader:
         self.url = resolve_url(url)  # read the environment now, not at the first request
         self._explicit_cache = cache
         self._explicit_queue = queue
+        #: What the app named its own cache and queue by (a URL, or the object it passed), for people to read;
+        #: the middlewares set it, since the parts they pass are already adapted. See :meth:`own_parts`.
+        self.part_sources: dict[str, object] = {}
         self._backend: Backend | None = None
         self._backend_lock = threading.Lock()
         prefix = self.namespace
@@ -208,6 +211,11 @@ class Offloader:
     def uses_own_parts(self) -> bool:
         """Whether the app passed both its cache and its queue as objects, so that its URL is never opened."""
         return self._explicit_cache is not None and self._explicit_queue is not None
+
+    def own_parts(self) -> dict[str, object]:
+        """The parts the app passed instead of its URL's, by name (``"cache"``, ``"queue"``): what it named them by."""
+        given = {"cache": self._explicit_cache, "queue": self._explicit_queue}
+        return {name: self.part_sources.get(name, part) for name, part in given.items() if part is not None}
 
     @property
     def opened_backend(self) -> Backend | None:
