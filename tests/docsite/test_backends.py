@@ -1,4 +1,4 @@
-"""docs/howto/backends.md as printed: the tutorial's app on Redis, on PostgreSQL, on memcached with a Redis queue.
+"""docs/howto/backends.md as printed: the tutorial's app on Redis, on PostgreSQL, on memcached with a Redis queue, on a Redis Cluster.
 
 Only the servers' addresses are the test's own: its Redis database, its
 PostgreSQL schema, its memcached.
@@ -17,6 +17,7 @@ from tests.servers import MemcachedServer
 
 BACKENDS = Document(ROOT / "docs" / "howto" / "backends.md")
 TUTORIAL = Document(ROOT / "docs" / "tutorial.md")
+CLUSTER = Document(ROOT / "docs" / "operations" / "redis-cluster.md")
 
 
 @pytest.fixture
@@ -58,3 +59,12 @@ def test_memcached_with_a_redis_queue_and_the_status_of_both(
     done = ex.run(status)
     assert done.returncode == 0, done.stderr
     assert_prints([ex.substituted(line) for line in printed], done.stdout)
+
+
+def test_redis_cluster(ex: Example, redis_cluster_url: str) -> None:
+    """docs/operations/redis-cluster.md's command, on the tests' own cluster of three masters and three replicas."""
+    install, serve = CLUSTER.block("offload serve myapp:app --url 'redis+cluster://").commands()
+    assert install.startswith("pip install -e")  # the checkout is installed already
+    ex.addresses["redis+cluster://10.0.0.1:7000/?seeds=10.0.0.2:7000,10.0.0.3:7000"] = redis_cluster_url
+    ex.start(ex.substituted(serve))
+    served(ex)
