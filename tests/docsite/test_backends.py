@@ -1,4 +1,4 @@
-"""docs/howto/backends.md as printed: the tutorial's app on Redis, on PostgreSQL, on memcached with a Redis queue, on a Redis Cluster.
+"""docs/howto/backends.md as printed: the tutorial's app on Redis, PostgreSQL, memcached with a Redis queue, a cluster.
 
 Only the servers' addresses are the test's own: its Redis database, its
 PostgreSQL schema, its memcached.
