@@ -5,15 +5,17 @@ serving a hit to a paced wrk load on core 0, then the same load while one
 ``offload worker`` per core burns 100 ms of CPU per job), run once per
 ``--sched`` class in every round: ``normal`` (``--nice 10`` alone, the
 default), ``batch`` and ``idle``. The classes take turns in a shuffled order
-within a round, each against the idle figure of that same round, so the
-ratios do not mix two states of a shared machine. Prints a table and writes
+within a round, and each busy run follows a quiet run of its own (no jobs),
+so each ratio compares two runs a few seconds apart on a shared machine. Prints a table and writes
 the raw figures as JSON.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import random
 import statistics
 import sys
@@ -24,6 +26,7 @@ from typing import Any
 
 from offload_bench.bench import QUICK, Bench, bench_run, enqueue_offload, say, warm
 from offload_bench.load import Server, cores, log_lines, wrk
+from offload_bench.procs import leaf_descendants
 
 POLICIES = ("normal", "batch", "idle")
 APP = "offload_bench.bench_apps:wsgi_offload"
@@ -37,6 +40,30 @@ def busy_workers(bench: Bench, url: str, policy: str, log: Path) -> list[Any]:
         bench.processes.start(f"worker-{policy}-{n}-{time.monotonic_ns()}", command, env=bench.env(url, log))
         for n in range(cores())
     ]
+
+
+def run_delay(server: Server) -> float:
+    """Seconds the server's request process has spent runnable but waiting for a core (``/proc/PID/schedstat``).
+
+    Its growth per request is what the workers' scheduling class decides,
+    measured directly rather than through the tail of wrk's latencies.
+    """
+    total = 0
+    for pid in leaf_descendants(server.child.pid) or [server.child.pid]:
+        with contextlib.suppress(OSError):
+            for thread in os.listdir(f"/proc/{pid}/task"):
+                path = f"/proc/{pid}/task/{thread}/schedstat"
+                with contextlib.suppress(OSError, ValueError, IndexError), open(path, encoding="ascii") as stat:
+                    total += int(stat.read().split()[1])
+    return total / 1e9
+
+
+def paced(server: Server, seconds: float) -> dict[str, Any]:
+    """The paced hit load of the isolation scenario, with the server's run-queue wait per request in µs."""
+    before = run_delay(server)
+    result = wrk(server.url("/hit"), connections=8, seconds=seconds, delay_ms=10)
+    waited = run_delay(server) - before
+    return vars(result) | {"wait_us": waited / max(1, result.requests) * 1e6}
 
 
 def jobs_per_second(log: Path, start: float, end: float) -> float:
@@ -53,25 +80,29 @@ def measure(bench: Bench, rounds: int, seconds: float) -> dict[str, Any]:
         jobs = int((seconds + 4) * rounds * len(POLICIES) * cores() * 10 * 1.5)  # 100 ms each: more than enough
         enqueue_offload(url, jobs, "/cpu/", "cpu=100")
         for round_ in range(rounds):
-            idle = wrk(server.url("/hit"), connections=8, seconds=seconds, delay_ms=10)
-            figures["quiet"].append(vars(idle))
             order = list(POLICIES)
             random.Random(round_).shuffle(order)
             for policy in order:
+                quiet = paced(server, seconds)
                 log = bench.log_file(f"isolation-{policy}")
                 workers = busy_workers(bench, url, policy, log)
                 try:
                     time.sleep(2)  # the workers started and took their first jobs
                     start = time.time()
-                    busy = wrk(server.url("/hit"), connections=8, seconds=seconds, delay_ms=10)
+                    busy = paced(server, seconds)
                     end = time.time()
                 finally:
                     for worker in workers:
                         worker.stop(10)
-                figures[policy].append(vars(busy) | {"jobs_per_s": jobs_per_second(log, start, end)})
+                figures["quiet"].append(quiet | {"policy": policy})
+                figures[policy].append(busy | {"jobs_per_s": jobs_per_second(log, start, end), "quiet": quiet})
             say(
-                f"round {round_ + 1}: quiet p99 {idle.p99:.2f} ms; "
-                + ", ".join(f"{p} {figures[p][-1]['p99']:.2f} ms" for p in POLICIES)
+                f"round {round_ + 1}: "
+                + ", ".join(
+                    f"{p} {figures[p][-1]['quiet']['p99']:.2f} -> {figures[p][-1]['p99']:.2f} ms "
+                    f"(wait {figures[p][-1]['quiet']['wait_us']:.0f} -> {figures[p][-1]['wait_us']:.0f} us)"
+                    for p in POLICIES
+                )
             )
     finally:
         server.stop()
@@ -81,18 +112,21 @@ def measure(bench: Bench, rounds: int, seconds: float) -> dict[str, Any]:
 def table(figures: dict[str, Any]) -> str:
     idle = figures["quiet"]
     lines = [
-        "| workers | hit p50 ms | hit p99 ms | busy / quiet p99 | jobs/s (100 ms of CPU each) |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        "| workers | hit p50 ms | hit p99 ms | busy / quiet p99 | run-queue wait per hit µs "
+        "| jobs/s (100 ms CPU each) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
         f"| quiet (no jobs) | {statistics.median(r['p50'] for r in idle):.2f} "
-        f"| {statistics.median(r['p99'] for r in idle):.2f} | | |",
+        f"| {statistics.median(r['p99'] for r in idle):.2f} | "
+        f"| {statistics.median(r['wait_us'] for r in idle):.0f} | |",
     ]
     labels = {"normal": "busy, --nice 10 (default)", "batch": "busy, --sched batch", "idle": "busy, --sched idle"}
     for policy in POLICIES:
         runs = figures[policy]
-        ratio = statistics.median(busy["p99"] / base["p99"] for busy, base in zip(runs, idle, strict=True))
+        ratio = statistics.median(busy["p99"] / busy["quiet"]["p99"] for busy in runs)
         lines.append(
             f"| {labels[policy]} | {statistics.median(r['p50'] for r in runs):.2f} "
             f"| {statistics.median(r['p99'] for r in runs):.2f} | {ratio:.2f}x "
+            f"| {statistics.median(r['wait_us'] for r in runs):.0f} "
             f"| {statistics.median(r['jobs_per_s'] for r in runs):.1f} |"
         )
     return "\n".join(lines)
