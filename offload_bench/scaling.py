@@ -19,7 +19,8 @@ PostgreSQL server (:mod:`offload_bench.servers`):
 
 Workers are added as the points go up (1, then 2, 4, 8) under the same web
 processes, so a point costs the new workers' start, not a whole stack's.
-The figures are written as JSON and drawn as a PNG (matplotlib).
+The figures are written as JSON and drawn as a PNG (matplotlib);
+``--merge A.json B.json ...`` takes the median of several runs, point by point.
 """
 
 from __future__ import annotations
@@ -209,6 +210,7 @@ def table(points: list[dict[str, Any]]) -> str:
 def plot(points: list[dict[str, Any]], path: Path, job_ms: int) -> None:
     """Jobs/s and pickup latency against worker processes, one line per backend and number of web processes."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -235,6 +237,9 @@ def plot(points: list[dict[str, Any]], path: Path, job_ms: int) -> None:
     rate_axes.set_ylabel("jobs/s")
     rate_axes.set_title("throughput, misses through the web processes")
     pickup_axes.set_yscale("log")
+    pickup_axes.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    pickup_axes.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    pickup_axes.set_yticks([2, 5, 10, 20, 50, 100])
     pickup_axes.set_ylabel("ms, request sent to job start (log scale)")
     pickup_axes.set_title("pickup latency: p50 (solid), p99 (faint)")
     rate_axes.legend(fontsize=8)
@@ -243,6 +248,32 @@ def plot(points: list[dict[str, Any]], path: Path, job_ms: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path)
     plt.close(figure)
+
+
+def merge(files: list[Path]) -> tuple[int, list[dict[str, Any]]]:
+    """The points of several runs: the median of each figure, the duplicates added up (the promise holds in each).
+
+    On a shared machine one run can meet another process's burst; the
+    median of a few runs of the same point is the figure to read.
+    """
+    runs = [json.loads(path.read_text()) for path in files]
+    job_ms = {run["job_ms"] for run in runs}
+    if len(job_ms) != 1:
+        raise SystemExit(f"the runs used different --job-ms: {sorted(job_ms)}")
+    grouped: dict[tuple[str, int, int], list[dict[str, Any]]] = {}
+    for run in runs:
+        for point in run["points"]:
+            grouped.setdefault((point["backend"], point["web_processes"], point["workers"]), []).append(point)
+    merged = []
+    for (backend, web, workers), points in grouped.items():
+        figure: dict[str, Any] = {"backend": backend, "web_processes": web, "workers": workers, "runs": len(points)}
+        for name in ("jobs_per_s", "ideal_jobs_per_s", "misses_per_s", "pickup_p50_ms", "pickup_p99_ms"):
+            figure[name] = statistics.median(point[name] for point in points)
+            figure[f"{name}_all"] = [point[name] for point in points]
+        figure["duplicates"] = sum(point["duplicates"] for point in points)
+        figure["jobs"] = sum(point["jobs"] for point in points) + sum(point["pickups"] for point in points)
+        merged.append(figure)
+    return job_ms.pop(), merged
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -255,7 +286,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pickups", type=int, default=100, help="paced jobs per point")
     parser.add_argument("--json", type=Path, default=Path("scaling-results.json"))
     parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "images" / "scaling.png")
+    parser.add_argument("--merge", nargs="+", type=Path, metavar="JSON", help="run nothing: merge these runs' figures")
     args = parser.parse_args(argv)
+    if args.merge:
+        job_ms, merged = merge(args.merge)
+        args.json.write_text(json.dumps({"job_ms": job_ms, "runs": len(args.merge), "points": merged}, indent=1))
+        print(table(merged))
+        plot(merged, args.plot, job_ms)
+        return 0
     workers = [int(n) for n in args.workers.split(",")]
     started = time.monotonic()
     points: list[dict[str, Any]] = []
