@@ -25,17 +25,24 @@ from pathlib import Path
 from typing import Any
 
 from offload_bench.bench import QUICK, Bench, bench_run, enqueue_offload, say, warm
-from offload_bench.load import Server, cores, log_lines, wrk
+from offload_bench.load import SERVER_CORE, Server, cores, log_lines, pinned, wrk
 from offload_bench.procs import leaf_descendants
 
 POLICIES = ("normal", "batch", "idle")
 APP = "offload_bench.bench_apps:wsgi_offload"
 
 
-def busy_workers(bench: Bench, url: str, policy: str, log: Path) -> list[Any]:
-    """One ``offload worker`` per core in the scheduling class ``policy`` (with the default ``--nice 10``)."""
+def busy_workers(bench: Bench, url: str, policy: str, log: Path, pin: bool) -> list[Any]:
+    """One ``offload worker`` per core in the scheduling class ``policy`` (with the default ``--nice 10``).
+
+    With ``pin``, every worker runs on the web server's core, so that each
+    hit competes with them directly: the class's effect, with less of the
+    machine's other load mixed in.
+    """
     command = [sys.executable, "-m", "offload", "worker", APP, "--url", url, "--log-level", "warning"]
     command += ["--sched", policy]
+    if pin:
+        command = pinned(SERVER_CORE, command)
     return [
         bench.processes.start(f"worker-{policy}-{n}-{time.monotonic_ns()}", command, env=bench.env(url, log))
         for n in range(cores())
@@ -71,7 +78,7 @@ def jobs_per_second(log: Path, start: float, end: float) -> float:
     return sum(1 for _, started in log_lines(log) if start <= started < end) / (end - start)
 
 
-def measure(bench: Bench, rounds: int, seconds: float) -> dict[str, Any]:
+def measure(bench: Bench, rounds: int, seconds: float, pin: bool = False) -> dict[str, Any]:
     url = bench.url("redis", "isolation-sched")
     server = Server(bench.processes, "gunicorn", "wsgi", "wsgi_offload", bench.env(url))
     figures: dict[str, list[dict[str, Any]]] = {name: [] for name in ("quiet", *POLICIES)}
@@ -85,7 +92,7 @@ def measure(bench: Bench, rounds: int, seconds: float) -> dict[str, Any]:
             for policy in order:
                 quiet = paced(server, seconds)
                 log = bench.log_file(f"isolation-{policy}")
-                workers = busy_workers(bench, url, policy, log)
+                workers = busy_workers(bench, url, policy, log, pin)
                 try:
                     time.sleep(2)  # the workers started and took their first jobs
                     start = time.time()
@@ -137,9 +144,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=10.0, help="each wrk run")
     parser.add_argument("--json", type=Path, default=Path("isolation-results.json"))
+    parser.add_argument("--pin", action="store_true", help="run the workers on the web server's core")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="offload-isolation-") as tmp, bench_run(QUICK, Path(tmp)) as bench:
-        figures = measure(bench, args.rounds, args.seconds)
+        figures = measure(bench, args.rounds, args.seconds, args.pin)
     args.json.write_text(json.dumps(figures, indent=1))
     print(table(figures))
     return 0
