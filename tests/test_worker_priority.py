@@ -124,3 +124,39 @@ def _children(pid: int) -> list[int]:
 def _cmdline(pid: int) -> bytes:
     with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
         return cmdline.read()
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="Linux scheduling classes")
+def test_worker_keeps_the_class_it_was_started_in(tmp_path: Path) -> None:
+    """Without --sched a worker changes no class: one started in SCHED_BATCH (by chrt, systemd) stays there."""
+    command = [sys.executable, "-m", "offload", "worker", "tests.behaviour.apps:wsgi_app", "--concurrency", "2"]
+    command += ["--url", f"sqlite:///{tmp_path}/offload.sqlite3"]
+    root = Path(__file__).resolve().parent.parent
+    env = {key: value for key, value in os.environ.items() if key != "OFFLOAD_SCHED"}
+
+    def batch() -> None:
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+
+    worker = subprocess.Popen(
+        command, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=batch
+    )
+    try:
+        _wait_niced(worker)
+        policies = _threads_policies(worker.pid)
+        assert len(policies) > 1, "the worker runs job threads"
+        assert set(policies.values()) == {os.SCHED_BATCH}, policies
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(30)
+        if worker.stderr is not None:
+            worker.stderr.close()
+
+
+def _wait_niced(process: subprocess.Popen[bytes]) -> None:
+    """Wait until the worker has lowered its priority (it is set up), and a moment more for its job threads."""
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    deadline = time.monotonic() + 30
+    while os.getpriority(os.PRIO_PROCESS, process.pid) == base and time.monotonic() < deadline:
+        assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
+        time.sleep(0.05)
+    time.sleep(0.5)

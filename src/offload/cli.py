@@ -149,10 +149,9 @@ def main() -> None:
     "--sched",
     type=click.Choice(["normal", "batch", "idle"]),
     envvar="OFFLOAD_SCHED",
-    default="normal",
-    show_default=True,
+    default=None,
     help="Linux scheduling class: batch (a CPU hog, never preempts on wakeup), idle (runs when a core has nothing "
-    "else to run) [env: OFFLOAD_SCHED]",
+    "else to run); default: the class it was started in [env: OFFLOAD_SCHED]",
 )
 @protocol_option
 @log_level_option
@@ -171,7 +170,7 @@ def worker(
     concurrency: int,
     burst: bool,
     nice: int,
-    sched: str,
+    sched: str | None,
     protocol: str,
     log_level: str,
     log_format: str,
@@ -219,12 +218,13 @@ def worker(
     if nice:
         with contextlib.suppress(OSError):  # a platform without it keeps the priority
             os.nice(nice)
-    try:
-        apply_sched(sched)
-    except UnsupportedPolicy as error:
-        raise BadInput(str(error)) from None
-    except OSError as error:
-        raise BadInput(f"--sched {sched}: the system refused it ({error.strerror})") from None
+    if sched is not None:
+        try:
+            apply_sched(sched)
+        except UnsupportedPolicy as error:
+            raise BadInput(str(error)) from None
+        except OSError as error:
+            raise BadInput(f"--sched {sched}: the system refused it ({error.strerror})") from None
     runner = Worker(offloader, replay, concurrency=concurrency, burst=burst)
     sys.exit(runner.run())
 

@@ -36,7 +36,7 @@ def _constant(policy: str) -> int:
     if value is None or not hasattr(os, "sched_setscheduler"):
         raise UnsupportedPolicy(
             f"--sched {policy} needs Linux's {POLICIES[policy]} (os.sched_setscheduler), "
-            f"which {sys.platform} does not have; use --sched normal and --nice"
+            f"which {sys.platform} does not have; leave --sched out (--nice still applies)"
         )
     return int(value)
 
@@ -63,7 +63,8 @@ def apply_sched(policy: str) -> None:
     parameters = os.sched_param(0)  # the non-realtime classes take no priority
     for thread in _threads():
         try:
-            os.sched_setscheduler(thread, constant, parameters)
+            if os.sched_getscheduler(thread) != constant:  # leaving a class can need a privilege: only change
+                os.sched_setscheduler(thread, constant, parameters)
         except ProcessLookupError:  # the thread ended since the listing
             continue
 
