@@ -19,7 +19,7 @@ import sys
 
 from offload.errors import OffloadError
 
-__all__ = ["POLICIES", "UnsupportedPolicy", "apply_sched", "policy_name"]
+__all__ = ["POLICIES", "UnsupportedPolicy", "apply_sched"]
 
 #: ``--sched`` choices and the ``os`` constant each one names: ``normal`` is the default class (SCHED_OTHER).
 POLICIES = {"normal": "SCHED_OTHER", "batch": "SCHED_BATCH", "idle": "SCHED_IDLE"}
@@ -67,12 +67,3 @@ def apply_sched(policy: str) -> None:
                 os.sched_setscheduler(thread, constant, parameters)
         except ProcessLookupError:  # the thread ended since the listing
             continue
-
-
-def policy_name(pid: int = 0) -> str:
-    """The ``--sched`` name of the scheduling class of ``pid`` (0: the calling thread), for logs and checks."""
-    current = os.sched_getscheduler(pid)
-    for name, constant in POLICIES.items():
-        if getattr(os, constant, None) == current:
-            return name
-    return str(current)
