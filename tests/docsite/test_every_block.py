@@ -39,6 +39,8 @@ NOT_RUN: dict[str, dict[str, str]] = {
     },
     "PERFORMANCE.md": {
         "make bench": "the benchmark suite runs for minutes to half an hour and needs wrk: make bench, not the tests",
+        "python -m offload_bench.scaling": "the scale-out, isolation and claim-cost benchmarks run for minutes each "
+        "and print figures: benchmarks, not the tests",
     },
     "CONFORMANCE.md": {
         "make conformance": "the conformance suite needs Node.js, npm and a clone of http-tests/cache-tests; "
