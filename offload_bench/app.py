@@ -9,7 +9,8 @@ it got the answer of its own URL.
 
 The middleware's options come from the environment, so the web processes
 and ``offload worker offload_bench.app:app`` share them:
-``OFFLOAD_BENCH_LEASE``, ``OFFLOAD_BENCH_MAX_QUEUED``, ``OFFLOAD_BENCH_TTL``.
+``OFFLOAD_BENCH_LEASE``, ``OFFLOAD_BENCH_MAX_QUEUED``, ``OFFLOAD_BENCH_TTL``,
+``OFFLOAD_BENCH_PENDING_TTL``.
 """
 
 from __future__ import annotations
@@ -58,5 +59,6 @@ app = WSGIMiddleware(
     ttl=_number("OFFLOAD_BENCH_TTL", 3600),
     lease=_number("OFFLOAD_BENCH_LEASE", 30),
     max_queued=int(_number("OFFLOAD_BENCH_MAX_QUEUED", 10_000)),
+    pending_ttl=_number("OFFLOAD_BENCH_PENDING_TTL", 600),
     retry_after=1,
 )

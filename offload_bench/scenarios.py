@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
+import os
 import random
 import signal
 import threading
@@ -12,9 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from offload.core import CLAIM_WINDOW
 from offload_bench.client import Spec
 from offload_bench.procs import Child, wait_for
-from offload_bench.servers import BackendServer
+from offload_bench.servers import BackendServer, RedisClusterServer
 from offload_bench.stack import Execution, Load, Stack, verdict_on_executions
 
 #: Seconds of a job's lease in the scenarios: short, so that a killed worker's job comes back soon.
@@ -176,6 +179,44 @@ def worker_kills(stack: Stack, sizes: Sizes, row: Row) -> None:
     row.note = f"{len(asked)} URLs, {len(killed)} workers killed"
 
 
+# -- 1b. web process kills --------------------------------------------------------------------
+
+
+def web_kills(stack: Stack, sizes: Sizes, row: Row) -> None:
+    """SIGKILL web processes mid-request under load: every URL asked for gets its answer, one job each."""
+    bases = stack.serve()
+    for _ in range(2):
+        stack.worker(concurrency=2)
+    stack.tolerated.add("was sent SIGKILL")  # gunicorn's word for the processes killed here
+    paths = paths_for("webkills", sizes.kill_urls * 50, lambda n: 20 + (n * 37) % 130)
+    specs = poll_specs(bases, paths, 2, 30, sizes.kill_for + CLAIM_WINDOW + 120)
+    for spec in specs:
+        spec.stop_new_at = time.time() + sizes.kill_for
+    clients = stack.clients(specs)
+    web0, worker0 = snapshot(stack)
+    killed = 0
+    stop_at = time.monotonic() + sizes.kill_for
+    while time.monotonic() < stop_at:
+        time.sleep(sizes.kill_every)
+        victims = stack.web_processes()
+        if victims:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(random.choice(victims), signal.SIGKILL)
+                killed += 1
+    load = clients.wait()
+    web1, worker1 = snapshot(stack)
+    asked = sorted(load.done | load.unfinished)
+    row.take(load, asked)
+    row.web_rss, row.worker_rss = (web0, web1), (worker0, worker1)
+    row.jobs, row.duplicates, unexplained = verdict_on_executions(stack.executions(), asked)
+    row.violations += unexplained  # no worker was harmed: any second run of a URL is a violation
+    if len(asked) < sizes.kill_urls:
+        row.violations.append(f"only {len(asked)} URLs asked for, fewer than {sizes.kill_urls}")
+    if killed == 0:
+        row.violations.append("no web process was killed")
+    row.note = f"{len(asked)} URLs, {killed} web processes killed"
+
+
 # -- 2. backend restart ---------------------------------------------------------------------
 
 
@@ -209,6 +250,41 @@ def backend_restart(stack: Stack, sizes: Sizes, row: Row, server: BackendServer)
         row.violations.append(f"a new URL during the outage got {probe}, not 503: the outage did not happen")
     row.unavailable += probe == 503
     row.note = f"backend down {up - down:.1f}s"
+
+
+# -- 2b. failover (Redis Cluster) ----------------------------------------------------------------
+
+
+def failover(stack: Stack, sizes: Sizes, row: Row, server: BackendServer) -> None:
+    """Kill the master holding offload's keys under load; its replica takes over.
+
+    Meanwhile requests get 202 or 503 (never another 5xx, never a traceback);
+    afterwards every URL gets its answer. A job that ran around the failover
+    may run again: its answer may have been acked by the old master only.
+    """
+    if not isinstance(server, RedisClusterServer):
+        raise ValueError("the failover scenario needs a Redis Cluster")
+    bases = stack.serve()
+    for _ in range(2):
+        stack.worker(concurrency=2)
+    paths = paths_for("failover", sizes.urls, lambda n: 50 + (n * 37) % 150)
+    clients = stack.clients(poll_specs(bases, paths, 2, 20, sizes.outage + CLAIM_WINDOW + 150))
+    web0, worker0 = snapshot(stack)
+    time.sleep(1)
+    down = time.time()
+    port = server.fail_over()
+    up = time.time()
+    load = clients.wait()
+    web1, worker1 = snapshot(stack)
+    row.take(load, paths)
+    row.web_rss, row.worker_rss = (web0, web1), (worker0, worker1)
+
+    def around_failover(run: Execution) -> bool:
+        return run.started <= up + 1
+
+    row.jobs, row.duplicates, unexplained = verdict_on_executions(stack.executions(), paths, around_failover)
+    row.violations += unexplained
+    row.note = f"master on port {port} killed, replica serving after {up - down:.1f}s"
 
 
 def outage_probe(base: str, target: str) -> int | str:
@@ -400,7 +476,7 @@ def soak(stack: Stack, sizes: Sizes, row: Row) -> None:
     row.note = f"{sizes.soak / 60:g} min mixed load, {len(asked)} URLs"
 
 
-SCENARIOS = ("worker-kills", "backend-restart", "storm", "sigterm", "backpressure", "soak")
+SCENARIOS = ("worker-kills", "web-kills", "backend-restart", "failover", "storm", "sigterm", "backpressure", "soak")
 
 
 def run_scenario(name: str, server: BackendServer, sizes: Sizes, directory: Path) -> Row:
@@ -413,6 +489,10 @@ def run_scenario(name: str, server: BackendServer, sizes: Sizes, directory: Path
         try:
             if name == "worker-kills":
                 worker_kills(stack, sizes, row)
+            elif name == "web-kills":
+                web_kills(stack, sizes, row)
+            elif name == "failover":
+                failover(stack, sizes, row, server)
             elif name == "backend-restart":
                 backend_restart(stack, sizes, row, server)
             elif name == "storm":

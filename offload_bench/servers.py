@@ -8,6 +8,10 @@ scenario gets a fresh namespace (an empty Redis database, a new PostgreSQL
 database, a new SQLite file). :meth:`BackendServer.stop` and
 :meth:`BackendServer.start` make the outage of the backend-restart scenario;
 for SQLite the outage is the database's directory moved away and back.
+
+``redis-cluster`` (not in the default list: ``--backend redis-cluster``) is a
+throwaway Redis Cluster of six nodes (:mod:`offload_bench.cluster`); its
+outage is a failover (:meth:`RedisClusterServer.fail_over`), not a restart.
 """
 
 from __future__ import annotations
@@ -22,15 +26,21 @@ import tempfile
 from abc import ABC, abstractmethod
 from pathlib import Path
 
-from offload_bench.procs import Child, ProcessSet, accepting, child_env, free_port, wait_for
+from offload_bench.cluster import RedisCluster
+from offload_bench.procs import Child, HarnessError, ProcessSet, accepting, child_env, free_port, wait_for
 
+#: The backends a run covers unless told otherwise.
 BACKENDS = ("sqlite", "redis", "postgres")
+#: Every backend ``--backend`` may name.
+ALL_BACKENDS = (*BACKENDS, "redis-cluster")
 
 
 class BackendServer(ABC):
     """One backend for a whole harness run."""
 
     name: str
+    #: The scenarios this backend cannot run: a run skips them.
+    unsupported: frozenset[str] = frozenset({"failover"})
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -250,11 +260,68 @@ class PostgresServer(BackendServer):
         self.processes.stop_all(15)
 
 
+class RedisClusterServer(BackendServer):
+    """Three masters and three replicas; a scenario's outage is its master killed and a replica promoted."""
+
+    name = "redis-cluster"
+    unsupported = frozenset({"backend-restart"})
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory)
+        self.cluster: RedisCluster | None = None
+        self._runs = 0
+
+    @staticmethod
+    def missing() -> str | None:
+        if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
+            return "redis-server and redis-cli are not installed"
+        if importlib.util.find_spec("redis") is None:
+            return 'the redis client is not installed (pip install "offload[redis]")'
+        return None
+
+    def launch(self) -> None:
+        self._runs += 1
+        folder = self.directory / f"cluster-{self._runs}"
+        folder.mkdir()
+        self.cluster = RedisCluster(str(shutil.which("redis-server")), str(shutil.which("redis-cli")), str(folder))
+        self.cluster.start()
+
+    def url_for(self, scenario: str) -> str:
+        if self.cluster is None or len(self.cluster.live()) < len(self.cluster.ports):  # a failover left it short
+            self.close()
+            self.launch()
+        assert self.cluster is not None
+        self.cluster.flush()
+        return self.cluster.url
+
+    def fail_over(self) -> int:
+        """SIGKILL the master of offload's keys (hash tag ``{offload}``); return once a replica took over."""
+        assert self.cluster is not None, "launch() first"
+        return self.cluster.kill_master("{offload}")
+
+    def stop(self) -> None:
+        raise HarnessError("a Redis Cluster is not restarted: its outage is a failover")
+
+    def start(self) -> None:
+        raise HarnessError("a Redis Cluster is not restarted: its outage is a failover")
+
+    def close(self) -> None:
+        if self.cluster is not None:
+            self.cluster.stop()
+            self.cluster = None
+
+
+KINDS: dict[str, type[BackendServer]] = {
+    "sqlite": SQLiteFiles,
+    "redis": RedisServer,
+    "postgres": PostgresServer,
+    "redis-cluster": RedisClusterServer,
+}
+
+
 def server_for(name: str, directory: Path) -> BackendServer:
-    kinds: dict[str, type[BackendServer]] = {"sqlite": SQLiteFiles, "redis": RedisServer, "postgres": PostgresServer}
-    return kinds[name](directory / name)
+    return KINDS[name](directory / name)
 
 
 def missing(name: str) -> str | None:
-    kinds: dict[str, type[BackendServer]] = {"sqlite": SQLiteFiles, "redis": RedisServer, "postgres": PostgresServer}
-    return kinds[name].missing()
+    return KINDS[name].missing()

@@ -80,6 +80,20 @@ def redis_url(redis_database: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def redis_cluster_server() -> Iterator[servers.RedisCluster]:
+    """A Redis Cluster of the session's own (three masters, three replicas), started on first use."""
+    with servers.throwaway_redis_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def redis_cluster_url(redis_cluster_server: servers.RedisCluster) -> str:
+    """The session's Redis Cluster (``redis+cluster://``), emptied for the test."""
+    redis_cluster_server.flush()
+    return redis_cluster_server.url
+
+
+@pytest.fixture(scope="session")
 def postgres_database() -> str:
     """The PostgreSQL database of OFFLOAD_TEST_POSTGRES_URL, where tests may create and drop schemas."""
     return servers.postgres_database()

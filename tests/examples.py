@@ -3,8 +3,10 @@
 A Markdown document's code blocks are read in order (:func:`blocks`). A
 Python or HTML block whose first line names a file (``# myapp.py``,
 ``<!-- static/report.html -->``) is that file, whole; ``# FILE (add at the
-end)`` appends to it. A ``sh`` block is run line by line in an
-:class:`Example`'s directory, with the documentation's addresses replaced by
+end)`` appends to it, and ``# FILE (instead of its last line)`` replaces the
+line that ends it. A ``sh`` block is run line by line in an
+:class:`Example`'s directory (a ``console`` block too: its ``$ `` lines are
+the commands, the others what they print, see :meth:`Block.printed`), with the documentation's addresses replaced by
 the test's own servers (:attr:`Example.addresses`): a line that starts a
 server or a worker runs in the background until the example ends, any other
 line runs to its end and must succeed. Servers listen where the environment
@@ -20,6 +22,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import http.client
+import importlib
 import os
 import re
 import shlex
@@ -27,7 +30,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -40,7 +43,7 @@ BIN = Path(sys.executable).parent
 #: Shell lines that run until stopped: servers and workers (a worker with --burst ends by itself).
 LONG_RUNNING = re.compile(
     r"^(\w+=\S+\s+)*("
-    r"offload serve\b|offload proxy\b|offload worker\b(?!.*--burst)|gunicorn\b|uvicorn\b"
+    r"offload serve\b|offload proxy\b|offload worker\b(?!.*--burst)|offload dashboard\b|gunicorn\b|uvicorn\b"
     r"|rq worker\b|celery\b.*\bworker\b"
     r"|flask\b.*\boffload worker\b|python manage\.py offload_worker\b)"
 )
@@ -62,15 +65,34 @@ class Block:
 
     @property
     def file(self) -> tuple[str, bool] | None:
-        """The file the block is, and whether it is added at the end of that file; None for other blocks."""
+        """The file the block is, and whether it goes into that file (at its end, or instead of its last line).
+
+        None for other blocks.
+        """
         found = FILE_HEADER.match(self.text.splitlines()[0]) if self.text else None
         if found is None or self.language not in ("python", "html"):
             return None
-        return found["path"], "add at the end" in found["rest"]
+        return found["path"], any(words in found["rest"] for words in ("add at the end", "instead of its last line"))
 
     def commands(self) -> list[str]:
-        """The command lines of a shell block: blank lines and whole-line comments left out."""
+        """The command lines of a shell block: blank lines and whole-line comments left out.
+
+        In a ``console`` block, the lines after a ``$ `` prompt, without it.
+        """
+        if self.language == "console":
+            return [command for command, _ in self.printed()]
         return [line for line in self.text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+    def printed(self) -> list[tuple[str, list[str]]]:
+        """A ``console`` block's commands, each with the lines the page shows it printing."""
+        assert self.language == "console", f"the block at line {self.line} is not a console block"
+        found: list[tuple[str, list[str]]] = []
+        for line in self.text.splitlines():
+            if line.startswith("$ "):
+                found.append((line[2:], []))
+            elif found:
+                found[-1][1].append(line)
+        return found
 
 
 def blocks(document: Path) -> list[Block]:
@@ -109,7 +131,11 @@ class Document:
 
 
 def claimed_markers(name: str, document: str = "README") -> set[str]:
-    """The texts a test module passes to ``<document>.block(...)``: the blocks it runs."""
+    """The texts a test module passes to ``<document>.block(...)``: the blocks it runs.
+
+    ``name`` is the module's path from the repository's root, ``document`` the
+    name the module gives the :class:`Document`.
+    """
     tree = ast.parse((ROOT / name).read_text("utf-8"))
     return {
         node.args[0].value
@@ -123,6 +149,34 @@ def claimed_markers(name: str, document: str = "README") -> set[str]:
         and isinstance(node.args[0], ast.Constant)
         and isinstance(node.args[0].value, str)
     }
+
+
+def claims(names: list[str]) -> dict[Path, set[str]]:
+    """For each document the test modules ``names`` read (a module-level :class:`Document`), the blocks they run."""
+    found: dict[Path, set[str]] = {}
+    for name in names:
+        module = importlib.import_module(name.removesuffix(".py").replace("/", "."))
+        for attribute, value in vars(module).items():
+            if isinstance(value, Document):
+                found.setdefault(value.path, set()).update(claimed_markers(name, attribute))
+    return found
+
+
+def assert_prints(printed: list[str], output: str) -> None:
+    """Assert ``output`` holds the lines a page shows a command printing, in order.
+
+    A number on the page stands for any number (an ``Age``, a ``ttl``); blank lines are left out.
+    """
+    lines = [line.rstrip("\r") for line in output.splitlines()]
+    position = 0
+    for expected in printed:
+        if not expected.strip():
+            continue
+        pattern = re.compile(r"\d+".join(re.escape(part) for part in re.split(r"\d+", expected.rstrip())))
+        while position < len(lines) and not pattern.fullmatch(lines[position].rstrip()):
+            position += 1
+        assert position < len(lines), f"the page shows {expected!r}, not printed (in that order):\n{output}"
+        position += 1
 
 
 @dataclass
@@ -172,6 +226,7 @@ class Example:
             UVICORN_PORT=str(port),
         )
         self.addresses["127.0.0.1:8000"] = f"127.0.0.1:{port}"
+        self.addresses["localhost:8000"] = f"127.0.0.1:{port}"
 
     def substituted(self, text: str) -> str:
         for old, new in self.addresses.items():
@@ -190,6 +245,10 @@ class Example:
         text = self.substituted(block.text)
         if append:
             assert path.exists(), f"{relative} must exist before the block at line {block.line} adds to it"
+            if "instead of its last line" in text.splitlines()[0]:
+                kept = path.read_text(encoding="utf-8").rstrip().splitlines()[:-1]
+                path.write_text("\n".join([*kept, *text.splitlines()[1:]]) + "\n", encoding="utf-8")
+                return path
             with path.open("a", encoding="utf-8") as file:
                 file.write("\n" + text)
         else:
@@ -200,7 +259,7 @@ class Example:
 
     def shell(self, block: Block, timeout: float = 120) -> None:
         """Run a shell block: ``export`` lines set the environment, servers start, other lines must succeed."""
-        assert block.language == "sh", f"the block at line {block.line} is not a shell block"
+        assert block.language in ("sh", "console"), f"the block at line {block.line} is not a shell block"
         serving = False
         for line in block.commands():
             command = self.substituted(line)
@@ -254,11 +313,10 @@ class Example:
         return "\n".join(parts)
 
     def stop(self, command_start: str | None = None) -> None:
-        """Stop the background processes (those whose command starts with ``command_start``)."""
-        for command, process, _ in self.processes:
-            if command_start is None or command.startswith(command_start):
-                self.stopped.add(process.pid)
-                _kill(process)
+        """Stop the background processes (those whose command starts with ``command_start``), all at once."""
+        chosen = [process for command, process, _ in self.processes if command.startswith(command_start or "")]
+        self.stopped.update(process.pid for process in chosen)
+        _kill(chosen)
 
     def close(self) -> None:
         self.stop()
@@ -307,16 +365,28 @@ def _source_paths() -> list[str]:
     return [str(Path(offload.__file__).resolve().parent.parent), str(ROOT)]
 
 
-def _kill(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
+def stop_all(examples: Iterable[Example]) -> None:
+    """Stop the processes of several examples at once: they shut down side by side, not one after another."""
+    chosen = list(examples)
+    for made in chosen:
+        made.stopped.update(process.pid for _, process, _ in made.processes)
+    _kill([process for made in chosen for _, process, _ in made.processes])
+
+
+def _kill(processes: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM each process's group, wait for them, then SIGKILL what is left of each group."""
+    for process in processes:
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+    for process in processes:
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(10)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)  # what is left of the group: a server's own workers
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(10)
+    for process in processes:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)  # what is left of the group: a server's own workers
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(10)
 
 
 @contextlib.contextmanager

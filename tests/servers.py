@@ -25,7 +25,9 @@ found at the usual local ports, or through these environment variables:
     is emptied before each test.
 ``OFFLOAD_TEST_REDIS_SERVER``
     The ``redis-server`` binary (default: found on ``PATH``) for the throwaway
-    Redis of the "backend down and back" tests.
+    Redis of the "backend down and back" tests, and for the throwaway Redis
+    Cluster (six nodes, with the ``redis-cli`` beside it or on ``PATH``) that the
+    session starts on first use (``redis_cluster_url``).
 ``OFFLOAD_TEST_POSTGRES_BIN``
     The directory holding ``initdb`` and ``postgres`` (default: found on
     ``PATH``, else the newest ``/usr/lib/postgresql/*/bin``) for the throwaway
@@ -54,6 +56,7 @@ from typing import Any, NoReturn, Protocol, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+from offload_bench.cluster import RedisCluster
 
 T = TypeVar("T")
 
@@ -128,7 +131,7 @@ def redis_client(url: str) -> Any:
     try:
         import redis
     except ImportError:
-        unavailable('the redis client is not installed: pip install "offload[redis]"')
+        unavailable('the redis client is not installed: pip install -e ".[redis]"')
     return redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
 
 
@@ -186,7 +189,7 @@ def postgres_database(url: str | None = None) -> str:
     try:
         import psycopg
     except ImportError:
-        unavailable('psycopg is not installed: pip install "offload[postgres]"')
+        unavailable('psycopg is not installed: pip install -e ".[postgres]"')
     try:
         psycopg.connect(url, connect_timeout=3).close()
     except psycopg.Error as error:
@@ -394,3 +397,19 @@ def throwaway_postgres() -> Iterator[PostgresServer]:
     finally:
         with suppress(OSError):
             shutil.rmtree(directory)
+
+
+@contextmanager
+def throwaway_redis_cluster() -> Iterator[RedisCluster]:
+    """A running Redis Cluster of our own (``redis-server`` and ``redis-cli`` from ``OFFLOAD_TEST_REDIS_SERVER``'s
+    directory, else ``PATH``): three masters and three replicas in a temporary directory."""
+    binary = os.environ.get("OFFLOAD_TEST_REDIS_SERVER") or shutil.which("redis-server")
+    cli = shutil.which("redis-cli", path=os.path.dirname(binary)) if binary else None
+    cli = cli or shutil.which("redis-cli")
+    if not binary or not cli:
+        unavailable("redis-server and redis-cli are not installed (apt-get install redis-server)")
+    with (
+        tempfile.TemporaryDirectory(prefix="offload-redis-cluster-") as directory,
+        running(RedisCluster(binary, cli, directory)) as cluster,
+    ):
+        yield cluster

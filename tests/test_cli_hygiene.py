@@ -132,6 +132,40 @@ def test_status_and_expire_use_the_apps_own_backend_and_namespace(ex: Example) -
     assert ex.get("/report").status == 202
 
 
+PARTS_APP = """
+from flask import Flask
+
+import offload
+from offload.backends import open_backend
+
+app = Flask(__name__)
+
+
+@app.get("/report")
+def report():
+    return {"total": 42}
+
+
+app.wsgi_app = offload.WSGIMiddleware(
+    app.wsgi_app, cache="sqlite:///store/parts.sqlite3", queue=open_backend("sqlite:///store/parts.sqlite3").queue
+)
+"""
+
+
+def test_status_names_the_parts_an_app_passed_instead_of_a_url(ex: Example) -> None:
+    """An app configured with ``cache=`` and ``queue=`` is not on the default SQLite file: status says what it is on."""
+    (ex.directory / "partsapp.py").write_text(PARTS_APP, encoding="utf-8")
+    worker = ex.run("offload worker partsapp:app --burst")
+    assert worker.returncode == 0, worker.stderr
+    status = ex.run("offload status --app partsapp:app")
+    assert status.returncode == 0, status.stderr
+    first = status.stdout.splitlines()[0]
+    assert first == ("backend  cache sqlite:///store/parts.sqlite3, queue offload.backends.sqlite.SQLiteQueue"), (
+        status.stdout
+    )
+    assert not (ex.directory / "offload.sqlite3").exists()
+
+
 def test_serve_calls_its_counts_by_name_and_refuses_w(ex: Example) -> None:
     one_line_error(ex.run("offload serve myapp:app -w 2"), 2, "ambiguous", "--job-workers", "--web-processes")
     one_line_error(ex.run("offload serve myapp:app --workers 1 --job-workers 2"), 2, "--workers")

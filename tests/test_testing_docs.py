@@ -7,14 +7,13 @@ checkout without one, ``PYTEST_ADDOPTS`` loads it, so the commands stay as print
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
 
-from tests.examples import ROOT, Document, Example, claimed_markers, example
+from tests.examples import ROOT, Block, Document, Example, claimed_markers, example
 
 README = Document(ROOT / "README.md")
 TESTING = Document(ROOT / "docs" / "TESTING.md")
@@ -31,13 +30,11 @@ def ex(tmp_path: Path) -> Iterator[Example]:
 
 def test_every_code_block_is_run() -> None:
     claimed = claimed_markers("tests/test_testing_docs.py", "TESTING")
-    claimed |= set(re.findall(r'run\(ex, "([^"]+)"\)', Path(__file__).read_text("utf-8")))
     for block in TESTING.blocks:
         assert any(marker in block.text for marker in claimed), f"TESTING.md line {block.line} is not run"
 
 
-def run(ex: Example, marker: str) -> str:
-    block = TESTING.block(marker)
+def run(ex: Example, block: Block) -> str:
     done = ex.run(block.commands()[0])
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout + done.stderr
@@ -46,9 +43,9 @@ def run(ex: Example, marker: str) -> str:
 def test_flask(ex: Example) -> None:
     ex.write(README.block("from offload.contrib.flask import Offload, offload"))
     ex.write(TESTING.block("# test_myapp.py"))
-    assert "3 passed" in run(ex, "python -m pytest test_myapp.py")
+    assert "3 passed" in run(ex, TESTING.block("python -m pytest test_myapp.py"))
     ex.write(TESTING.block("# check_report.py"))
-    assert run(ex, "python check_report.py").strip() == "ok"
+    assert run(ex, TESTING.block("python check_report.py")).strip() == "ok"
     assert not (ex.directory / "offload.sqlite3").exists(), "the tests never touched the app's own backend"
 
 
@@ -57,11 +54,11 @@ def test_django(ex: Example) -> None:
     for marker in ("# mysite/settings.py (add at the end)", "# mysite/views.py", "# mysite/urls.py"):
         ex.write(README.block(marker))
     ex.write(TESTING.block("# mysite/tests.py"))
-    output = run(ex, "python manage.py test mysite")
+    output = run(ex, TESTING.block("python manage.py test mysite"))
     assert "Ran 1 test" in output and "OK" in output
 
 
 def test_fastapi(ex: Example) -> None:
     ex.write(README.block("from fastapi import FastAPI"))
     ex.write(TESTING.block("# test_main.py"))
-    assert "1 passed" in run(ex, "python -m pytest test_main.py")
+    assert "1 passed" in run(ex, TESTING.block("python -m pytest test_main.py"))

@@ -31,3 +31,132 @@ def test_worker_priority(tmp_path: Path, arguments: list[str], expected: int) ->
         worker.wait(30)
         if worker.stderr is not None:
             worker.stderr.close()
+
+
+def _policy(pid: int | str, thread: str | None = None) -> int:
+    """The scheduling class of a process's main thread, or of one of its threads, as the kernel reports it."""
+    path = f"/proc/{pid}/task/{thread}/sched" if thread else f"/proc/{pid}/sched"
+    with open(path, encoding="ascii") as sched:
+        for line in sched:
+            if line.startswith("policy"):
+                return int(line.rpartition(":")[2])
+    raise AssertionError(f"no policy line in {path}")
+
+
+def _threads_policies(pid: int) -> dict[str, int]:
+    return {thread: _policy(pid, thread) for thread in os.listdir(f"/proc/{pid}/task")}
+
+
+def _wait_policy(pid: int, expected: int, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    while os.sched_getscheduler(pid) != expected and time.monotonic() < deadline:
+        assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
+        time.sleep(0.05)
+    time.sleep(0.5)  # the job threads started, inheriting the class
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="Linux scheduling classes")
+@pytest.mark.parametrize(("policy", "expected"), [("idle", "SCHED_IDLE"), ("batch", "SCHED_BATCH")])
+def test_worker_sched(tmp_path: Path, policy: str, expected: str) -> None:
+    """--sched puts the worker and every one of its threads in that class; batch keeps the nice value."""
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    command = [sys.executable, "-m", "offload", "worker", "tests.behaviour.apps:wsgi_app", "--concurrency", "3"]
+    command += ["--url", f"sqlite:///{tmp_path}/offload.sqlite3", "--sched", policy]
+    root = Path(__file__).resolve().parent.parent
+    worker = subprocess.Popen(command, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _wait_policy(worker.pid, getattr(os, expected), worker)
+        policies = _threads_policies(worker.pid)
+        assert len(policies) > 1, "the worker runs job threads"
+        assert set(policies.values()) == {getattr(os, expected)}, policies
+        assert os.getpriority(os.PRIO_PROCESS, worker.pid) == min(19, base + 10)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(30)
+        if worker.stderr is not None:
+            worker.stderr.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="Linux scheduling classes")
+def test_serve_passes_sched_to_its_workers(tmp_path: Path) -> None:
+    """OFFLOAD_SCHED reaches the job workers `offload serve` starts; its web processes keep the normal class."""
+    command = [sys.executable, "-m", "offload", "serve", "tests.behaviour.apps:wsgi_app", "--bind", "127.0.0.1:0"]
+    command += ["--url", f"sqlite:///{tmp_path}/offload.sqlite3", "--job-workers", "2", "--web-processes", "1"]
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "OFFLOAD_SCHED": "idle"}
+    serve = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        workers: list[int] = []
+        while len(workers) < 2 and time.monotonic() < deadline:
+            assert serve.poll() is None, serve.stderr.read().decode() if serve.stderr else ""
+            workers = [pid for pid in _children(serve.pid) if b"worker" in _cmdline(pid).split(b"\0")]
+            time.sleep(0.1)
+        assert len(workers) == 2
+        for pid in workers:
+            _wait_policy(pid, os.SCHED_IDLE, serve)
+            assert set(_threads_policies(pid).values()) == {os.SCHED_IDLE}
+        server = [pid for pid in _children(serve.pid) if pid not in workers]
+        assert server, "the HTTP server runs"
+        assert all(os.sched_getscheduler(pid) == os.SCHED_OTHER for pid in server)
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        serve.wait(60)
+        if serve.stderr is not None:
+            serve.stderr.close()
+
+
+def test_sched_refused_where_it_cannot_apply(tmp_path: Path) -> None:
+    """A class the command does not know is a usage error before the worker starts."""
+    command = [sys.executable, "-m", "offload", "worker", "tests.behaviour.apps:wsgi_app", "--sched", "fifo"]
+    command += ["--url", f"sqlite:///{tmp_path}/offload.sqlite3"]
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2
+    assert "--sched" in done.stderr and "idle" in done.stderr
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as children:
+        return [int(child) for child in children.read().split()]
+
+
+def _cmdline(pid: int) -> bytes:
+    with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+        return cmdline.read()
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="Linux scheduling classes")
+def test_worker_keeps_the_class_it_was_started_in(tmp_path: Path) -> None:
+    """Without --sched a worker changes no class: one started in SCHED_BATCH (by chrt, systemd) stays there."""
+    command = [sys.executable, "-m", "offload", "worker", "tests.behaviour.apps:wsgi_app", "--concurrency", "2"]
+    command += ["--url", f"sqlite:///{tmp_path}/offload.sqlite3"]
+    root = Path(__file__).resolve().parent.parent
+    env = {key: value for key, value in os.environ.items() if key != "OFFLOAD_SCHED"}
+
+    def batch() -> None:
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+
+    worker = subprocess.Popen(
+        command, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=batch
+    )
+    try:
+        _wait_niced(worker)
+        policies = _threads_policies(worker.pid)
+        assert len(policies) > 1, "the worker runs job threads"
+        assert set(policies.values()) == {os.SCHED_BATCH}, policies
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(30)
+        if worker.stderr is not None:
+            worker.stderr.close()
+
+
+def _wait_niced(process: subprocess.Popen[bytes]) -> None:
+    """Wait until the worker has lowered its priority (it is set up), and a moment more for its job threads."""
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    deadline = time.monotonic() + 30
+    while os.getpriority(os.PRIO_PROCESS, process.pid) == base and time.monotonic() < deadline:
+        assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
+        time.sleep(0.05)
+    time.sleep(0.5)

@@ -98,7 +98,7 @@ def warm(
 def proxy_app(upstream: str, **options: Any) -> Any:
     """offload in front of the HTTP server ``upstream``: an ASGI app; see :func:`offload.proxy.proxy_app`.
 
-    Needs httpx (``pip install "offload[proxy]"``).
+    Needs httpx (the ``proxy`` extra, ``pip install -e "/path/to/offload[proxy]"`` from a checkout).
     """
     from offload.proxy.app import proxy_app as build
 

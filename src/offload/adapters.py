@@ -98,6 +98,11 @@ def _redis_cache(client: Any, namespace: str) -> Cache:
         raise ConfigurationError(
             "cache= needs a synchronous redis.Redis client; pass cache='redis://...' for both kinds"
         )
+    if type(client).__name__ == "RedisCluster":
+        raise ConfigurationError(
+            "cache=RedisCluster(...) is not supported: pass cache='redis+cluster://HOST:PORT/', "
+            "so that offload names its keys with the hash tag a cluster needs"
+        )
     pool = getattr(client, "connection_pool", None)
     if getattr(pool, "connection_kwargs", {}).get("decode_responses"):
         raise ConfigurationError(

@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from offload.backends import REGISTRY, resolve_url
-from offload.errors import ConfigurationError
+from offload.errors import ConfigurationError, install_hint
 
 #: What a URL of each scheme looks like, for the error messages.
 EXAMPLES = {
@@ -31,6 +31,8 @@ EXAMPLES = {
     "redis": "redis://HOST:6379/0",
     "rediss": "rediss://HOST:6380/0",
     "unix": "unix:///path/to/redis.sock",
+    "redis+cluster": "redis+cluster://HOST:6379/?seeds=HOST:6380,HOST:6381",
+    "rediss+cluster": "rediss+cluster://HOST:6379/?seeds=HOST:6380,HOST:6381",
     "postgres": "postgres://USER@HOST/DATABASE",
     "postgresql": "postgresql://USER@HOST/DATABASE",
     "memcached": "memcached://HOST:11211",
@@ -41,13 +43,15 @@ DRIVERS = {
     "redis": ("redis", "redis"),
     "rediss": ("redis", "redis"),
     "unix": ("redis", "redis"),
+    "redis+cluster": ("redis", "redis"),
+    "rediss+cluster": ("redis", "redis"),
     "postgres": ("psycopg", "postgres"),
     "postgresql": ("psycopg", "postgres"),
     "memcached": ("pymemcache", "memcached"),
 }
 
 #: Schemes whose URL must name a host.
-NETWORKED = frozenset({"redis", "rediss", "memcached"})
+NETWORKED = frozenset({"redis", "rediss", "redis+cluster", "rediss+cluster", "memcached"})
 
 
 def check_url(url: str) -> str:
@@ -79,7 +83,7 @@ def check_url(url: str) -> str:
         raise ConfigurationError(f"{url!r} names no file: write {example}")
     driver = DRIVERS.get(scheme)
     if driver is not None and importlib.util.find_spec(driver[0]) is None:
-        raise ConfigurationError(f'{scheme}:// needs {driver[0]}: pip install "offload[{driver[1]}]"')
+        raise ConfigurationError(f"{scheme}:// needs {driver[0]}: {install_hint(driver[1])}")
     return url
 
 

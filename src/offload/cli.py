@@ -161,6 +161,14 @@ def main() -> None:
     type=click.IntRange(0, 19),
     help="Lower the worker's CPU priority by this much, so web processes on the same machine stay fast.",
 )
+@click.option(
+    "--sched",
+    type=click.Choice(["normal", "batch", "idle"]),
+    envvar="OFFLOAD_SCHED",
+    default=None,
+    help="Linux scheduling class: batch (a CPU hog, never preempts on wakeup), idle (runs when a core has nothing "
+    "else to run); default: the class it was started in [env: OFFLOAD_SCHED]",
+)
 @protocol_option
 @log_level_option
 @log_format_option
@@ -179,6 +187,7 @@ def worker(
     engine: str,
     burst: bool,
     nice: int,
+    sched: str | None,
     protocol: str,
     log_level: str,
     log_format: str,
@@ -188,6 +197,7 @@ def worker(
     from offload.core import Offloader
     from offload.importer import find_offloader
     from offload.namespaces import namespace_for
+    from offload.priority import UnsupportedPolicy, apply_sched
     from offload.replay import replayer_for
     from offload.settings import Settings
     from offload.worker import Worker
@@ -226,6 +236,13 @@ def worker(
     if nice:
         with contextlib.suppress(OSError):  # a platform without it keeps the priority
             os.nice(nice)
+    if sched is not None:
+        try:
+            apply_sched(sched)
+        except UnsupportedPolicy as error:
+            raise BadInput(str(error)) from None
+        except OSError as error:
+            raise BadInput(f"--sched {sched}: the system refused it ({error.strerror})") from None
     if chosen == "async":
         from offload.async_worker import AsyncWorker
 

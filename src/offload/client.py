@@ -11,7 +11,7 @@ recovers by itself. Each request says ``Prefer: wait=N`` (RFC 7240): a server
 that supports it may hold the request up to N seconds and answer at once; one
 that does not ignores it.
 
-Install httpx (``pip install "offload[client]"``)::
+Install httpx (the ``client`` extra, ``pip install -e "/path/to/offload[client]"`` from a checkout)::
 
     from offload.client import Client
 

@@ -57,9 +57,14 @@ OPERATIONS = {
     "delete": "cache",
     "take": "cache",
     "incr": "cache",
+    "touch": "cache",
     "push": "queue",
     "stats": "queue",
 }
+
+
+#: Seconds a new pending marker holds its key until its job is queued and the marker is made to last.
+CLAIM_WINDOW = 30.0
 
 
 class RequestTooLarge(Exception):
@@ -163,6 +168,9 @@ class Offloader:
         self.url = resolve_url(url)  # read the environment now, not at the first request
         self._explicit_cache = cache
         self._explicit_queue = queue
+        #: What the app named its own cache and queue by (a URL, or the object it passed), for people to read;
+        #: the middlewares set it, since the parts they pass are already adapted. See :meth:`own_parts`.
+        self.part_sources: dict[str, object] = {}
         self._backend: Backend | None = None
         self._backend_lock = threading.Lock()
         prefix = self.namespace
@@ -203,6 +211,11 @@ class Offloader:
     def uses_own_parts(self) -> bool:
         """Whether the app passed both its cache and its queue as objects, so that its URL is never opened."""
         return self._explicit_cache is not None and self._explicit_queue is not None
+
+    def own_parts(self) -> dict[str, object]:
+        """The parts the app passed instead of its URL's, by name (``"cache"``, ``"queue"``): what it named them by."""
+        given = {"cache": self._explicit_cache, "queue": self._explicit_queue}
+        return {name: self.part_sources.get(name, part) for name, part in given.items() if part is not None}
 
     @property
     def opened_backend(self) -> Backend | None:
@@ -381,7 +394,7 @@ class Offloader:
         try:
             request = self._stored_request(incoming, key, primary, learned)
             marker = PendingMarker("queued", time.time()).encode()
-            won = yield ("add", pending, marker, self.settings.pending_ttl)
+            won = yield ("add", pending, marker, self._claim_window)
             if not won:
                 return None
             # The refresh that made the marker may have stored its answer and dropped the marker
@@ -393,6 +406,7 @@ class Offloader:
                     yield ("delete", pending)
                     return None
             yield ("push", key, request.encode(), self.settings.max_queued)
+            yield from self._hold_key(pending)
             if self.events.listeners:
                 self.events.emit("job.queued", key=key, path=_path(request), refresh=True)
         except (RequestTooLarge, QueueFull, BackendUnavailable):
@@ -409,7 +423,7 @@ class Offloader:
         """
         settings = self.settings
         pending = self._pending_prefix + key
-        won = yield ("add", pending, PendingMarker("queued", time.time()).encode(), settings.pending_ttl)
+        won = yield ("add", pending, PendingMarker("queued", time.time()).encode(), self._claim_window)
         if not won:
             return self._accepted(incoming, fwd, True, duration)
         if settings.max_new_keys_per_minute is not None:
@@ -441,9 +455,27 @@ class Offloader:
             with contextlib.suppress(BackendUnavailable):  # else the marker expires by itself
                 yield ("delete", pending)
             raise
+        yield from self._hold_key(pending)
         if self.events.listeners:
             self.events.emit("job.queued", key=key, path=_path(request), refresh=False)
         return self._accepted(incoming, fwd, False, duration)
+
+    @property
+    def _claim_window(self) -> float:
+        """How long a new pending marker holds its key before its job is queued.
+
+        A process that dies between the marker and the push (a killed web
+        process, a failed-over backend) leaves a marker with no job: it blocks
+        the key for seconds, not for ``pending_ttl``.
+        """
+        return min(self.settings.pending_ttl, CLAIM_WINDOW)
+
+    def _hold_key(self, pending: str) -> Decision:
+        """The job is queued: its marker now holds the key for ``pending_ttl`` (the worker renews it once it runs)."""
+        if self.settings.pending_ttl > CLAIM_WINDOW:
+            with contextlib.suppress(BackendUnavailable):  # else the marker lapses and a later miss queues again
+                yield ("touch", pending, self.settings.pending_ttl)
+        return None
 
     def _serves(self, answer: CachedResponse, incoming: Incoming, now: float) -> bool:
         """Whether an answer found on the way to queueing a job serves the request as it is: fresh for it."""
@@ -714,11 +746,14 @@ class Offloader:
         """Queue a job for a stored request now, unless one is queued or running for its key; True if queued."""
         request = dataclasses.replace(StoredRequest.decode(payload), enqueued=time.time())
         marker = PendingMarker("queued", time.time()).encode()
-        if not self.cache.add(self._pending_prefix + request.key, marker, self.settings.pending_ttl):
+        pending = self._pending_prefix + request.key
+        if not self.cache.add(pending, marker, self._claim_window):
             return False
         try:
             self.queue.push(request.key, request.encode(), self.settings.max_queued)
         except (QueueFull, BackendUnavailable):
-            self.cache.delete(self._pending_prefix + request.key)
+            self.cache.delete(pending)
             raise
+        with contextlib.suppress(BackendUnavailable):
+            self.cache.touch(pending, self.settings.pending_ttl)
         return True

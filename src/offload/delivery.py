@@ -3,8 +3,9 @@
 This is Varnish's ``vcl_deliver``: the stored answer stays exactly what the
 app answered, and these headers are added on the way out.
 
-* ``Age`` (RFC 9111 5.1, 4.2.3): seconds since the app answered, plus the
-  ``Age`` the answer had when it was stored (an upstream cache's), which it replaces.
+* ``Age`` (RFC 9111 5.1, 4.2.3): seconds since the app answered (the end of
+  the job's replay, ``CachedResponse.created``, not the job's start), plus
+  the ``Age`` the answer had when it was stored (an upstream cache's), which it replaces.
 * ``Cache-Status`` (RFC 9211), the member ``offload``: ``hit; ttl=N`` for a
   fresh answer (N seconds of freshness left), ``hit; ttl=-N;
   detail=stale-while-revalidate`` or ``detail=stale-if-error`` for a stale one,

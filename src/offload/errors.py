@@ -7,6 +7,8 @@ default message.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class OffloadError(Exception):
     """offload failed."""
@@ -33,3 +35,18 @@ class CorruptRecord(OffloadError):
 
 class MissingDependency(OffloadError, ImportError):
     """A driver this backend needs is not installed."""
+
+
+def install_hint(extra: str) -> str:
+    """The command that installs one of offload's extras today: from a checkout, since offload is not on PyPI yet.
+
+    Run from a checkout (``src/offload`` beside a ``pyproject.toml``), the
+    command names that checkout; installed otherwise, a placeholder for it.
+
+    >>> install_hint("metrics").startswith('pip install -e "') and install_hint("metrics").endswith('[metrics]"')
+    True
+    """
+    package = Path(__file__).resolve().parent
+    checkout = package.parent.parent
+    from_checkout = package.parent.name == "src" and (checkout / "pyproject.toml").is_file()
+    return f'pip install -e "{checkout if from_checkout else "/path/to/offload"}[{extra}]"'

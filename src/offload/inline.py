@@ -21,8 +21,7 @@ class InlineWorkers:
 
     def __init__(self, app: Any, offloader: Offloader, threads: int | None) -> None:
         if threads is None:
-            explicit = offloader._explicit_cache is not None and offloader._explicit_queue is not None
-            threads = 1 if not explicit and resolve_url(offloader.url).startswith("memory:") else 0
+            threads = 1 if not offloader.uses_own_parts and resolve_url(offloader.url).startswith("memory:") else 0
         if threads < 0:
             raise ValueError("worker_threads must be >= 0")
         self.app = app

@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from offload.core import Offloader
-from offload.errors import ConfigurationError, MissingDependency, OffloadError
+from offload.errors import ConfigurationError, MissingDependency, OffloadError, install_hint
 from offload.importer import offloader_of
 
 if TYPE_CHECKING:
@@ -139,7 +139,7 @@ def _prometheus() -> Any:
     try:
         import prometheus_client
     except ImportError:
-        raise MissingDependency('metrics need prometheus_client: pip install "offload[metrics]"') from None
+        raise MissingDependency(f"metrics need prometheus_client: {install_hint('metrics')}") from None
     return prometheus_client
 
 

@@ -72,6 +72,9 @@ class Middleware(Generic[App]):
             queue=None if queue is None else adapt_queue(queue, namespace),
             settings=settings,
         )
+        self.offloader.part_sources = {
+            name: part for name, part in (("cache", cache), ("queue", queue)) if part is not None
+        }
         self.offloader.default_waiters = self.default_waiters
         self._inline = InlineWorkers(self, self.offloader, worker_threads)
 

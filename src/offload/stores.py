@@ -102,7 +102,7 @@ def find_store(
     if not offloader.uses_own_parts:
         check_store_exists(offloader.url)
     return Store(
-        display_url(offloader.url),
+        describe_backend(offloader),
         lambda name: offloader.cache,
         lambda name: offloader.queue,
         offloader.namespace,
@@ -118,6 +118,38 @@ def app_offloader(app: Any) -> Offloader:
 
     found = find_offloader(app)
     return found if found is not None else Offloader(settings=Settings(namespace=namespace_for(app)))
+
+
+def describe_backend(offloader: Offloader) -> str:
+    """The backend an app's offloader uses, for people: its URL, or what it named its own parts by.
+
+    An app that passed ``cache=`` or ``queue=`` (a URL or an object) uses those
+    instead of its URL's parts; its URL is named only for the part it still opens.
+    """
+    own = offloader.own_parts()
+    if not own:
+        return display_url(offloader.url)
+    parts = [
+        f"{name} {describe_part(own[name]) if name in own else display_url(offloader.url)}"
+        for name in ("cache", "queue")
+    ]
+    return ", ".join(parts)
+
+
+def describe_part(part: object) -> str:
+    """A part an app passed: a URL without its password, a name as given, else the object's class.
+
+    >>> describe_part("redis://:secret@cache.internal:6379/0")
+    'redis://:***@cache.internal:6379/0'
+    >>> describe_part("default")
+    'default'
+    >>> describe_part(object())
+    'builtins.object'
+    """
+    if isinstance(part, str):
+        return display_url(part) if "://" in part else part
+    kind = type(part)
+    return f"{kind.__module__}.{kind.__qualname__}"
 
 
 def display_url(url: str | None) -> str:

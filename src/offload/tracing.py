@@ -1,8 +1,9 @@
 """OpenTelemetry spans for requests and jobs, linked from the request that queued a job to the job.
 
 ``offload.tracing.install(middleware)`` (with ``opentelemetry-api``
-installed: ``pip install "offload[otel]"``) records, through the tracer
-provider you configured (or the one given):
+installed: the ``otel`` extra, ``pip install -e "/path/to/offload[otel]"``
+from a checkout) records, through the tracer provider you configured (or the
+one given):
 
 ``offload.request``
     each GET or HEAD a middleware answers, with ``offload.outcome``; a child
@@ -34,7 +35,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from offload.errors import MissingDependency
+from offload.errors import MissingDependency, install_hint
 from offload.importer import offloader_of
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ def _api() -> Any:
     try:
         from opentelemetry import trace
     except ImportError:
-        raise MissingDependency('tracing needs opentelemetry-api: pip install "offload[otel]"') from None
+        raise MissingDependency(f"tracing needs opentelemetry-api: {install_hint('otel')}") from None
     return trace
 
 

@@ -53,6 +53,9 @@ BACKENDS: dict[str, Backend] = {
     "memory": Backend("memory_spec", "offload.backends.memory:MemoryCache", "offload.backends.memory:MemoryQueue"),
     "sqlite": Backend("sqlite_spec", "offload.backends.sqlite:SQLiteCache", "offload.backends.sqlite:SQLiteQueue"),
     "redis": Backend("redis_spec", "offload.backends.redis:RedisCache", "offload.backends.redis_queue:RedisQueue"),
+    "redis-cluster": Backend(
+        "redis_cluster_spec", "offload.backends.redis:RedisCache", "offload.backends.redis_queue:RedisQueue"
+    ),
     "memcached+redis": Backend(
         "memcached_spec", "offload.backends.memcached:MemcachedCache", "offload.backends.redis_queue:RedisQueue"
     ),
@@ -139,6 +142,11 @@ def sqlite_spec(tmp_path: Path) -> BackendSpec:
 @pytest.fixture
 def redis_spec(redis_url: str) -> BackendSpec:
     return BackendSpec("redis", redis_url, redis_url)
+
+
+@pytest.fixture
+def redis_cluster_spec(redis_cluster_url: str) -> BackendSpec:
+    return BackendSpec("redis-cluster", redis_cluster_url, redis_cluster_url)
 
 
 @pytest.fixture

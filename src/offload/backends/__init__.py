@@ -52,6 +52,8 @@ REGISTRY: dict[str, str] = {
     "redis": "offload.backends.redis:open_backend",
     "rediss": "offload.backends.redis:open_backend",
     "unix": "offload.backends.redis:open_backend",
+    "redis+cluster": "offload.backends.redis:open_backend",
+    "rediss+cluster": "offload.backends.redis:open_backend",
     "postgres": "offload.backends.postgres:open_backend",
     "postgresql": "offload.backends.postgres:open_backend",
     "memcached": "offload.backends.memcached:open_backend",

@@ -1,5 +1,10 @@
 """Redis backend (``redis://``, ``rediss://``, ``unix://``): cache and queue of a namespace in one Redis database.
 
+``redis+cluster://`` runs the same scripts on a Redis Cluster: every name
+then carries the hash tag ``{<prefix>}`` (see
+:class:`~offload.backends.redis_connection.Names`), so all of a prefix is in
+one slot and each script below touches that slot only.
+
 Uses the official ``redis`` client, sync and asyncio (``pip install
 "offload[redis]"``); connections and names are in
 :mod:`offload.backends.redis_connection`. Every multi-step operation is one
@@ -55,7 +60,7 @@ from typing import TYPE_CHECKING, Any
 
 from offload.backends.base import DEFAULT_NAMESPACE, Cache, ExpiryRule, IndexEntry, Restamp
 from offload.backends.expiry_log import EXPIRY_LOG_SECONDS, first_expiry
-from offload.backends.redis_connection import NOW, RedisConnection, bytes_or_none, live_namespaces, ms, redis
+from offload.backends.redis_connection import NOW, Names, RedisConnection, bytes_or_none, live_namespaces, ms, redis
 from offload.backends.redis_expiry import ExpiryListener
 from offload.backends.redis_index import LIBRARY, Index, member, sha1
 from offload.backends.redis_pubsub import Subscriber
@@ -254,40 +259,42 @@ class RedisCache(Cache):
     def watch(self, on_stored: Callable[[str], None]) -> Callable[[], None] | None:
         if self.redis.external:
             return None
-        return Subscriber.of(self.redis).listen(self.names.stored, _Watch(on_stored))
+        return Subscriber.of(self.redis).listen(self.names.stored, _Watch(on_stored, self.names))
 
     # -- values ---------------------------------------------------------------------
 
     def get(self, key: str) -> bytes | None:
         with self.redis.errors(), _foreign_value_is_a_miss(key):
-            value: Any = self.redis.client.get(key)
+            value: Any = self.redis.client.get(self.names.key(key))
             return bytes_or_none(value)
         return None
 
     def add(self, key: str, value: bytes, ttl: float) -> bool:
-        return bool(self.redis.run(_ADD, [key], [value, ms(ttl)]))
+        return bool(self.redis.run(_ADD, [self.names.key(key)], [value, ms(ttl)]))
 
     def set(self, key: str, value: bytes, ttl: float, index: IndexEntry | None = None) -> None:
-        self.index.run(_SET, [key], _stored(key, value, ttl, index))
+        stored = self.names.key(key)
+        self.index.run(_SET, [stored], _stored(stored, value, ttl, index))
 
     def touch(self, key: str, ttl: float) -> bool:
-        return bool(self.index.run(_TOUCH, [key], [ms(ttl)]))
+        return bool(self.index.run(_TOUCH, [self.names.key(key)], [ms(ttl)]))
 
     def delete(self, key: str) -> None:
-        self.index.run(_DELETE, [key], [])
+        self.index.run(_DELETE, [self.names.key(key)], [])
 
     def take(self, key: str) -> bytes | None:
-        return bytes_or_none(self.index.run(_TAKE, [key], []))
+        return bytes_or_none(self.index.run(_TAKE, [self.names.key(key)], []))
 
     def incr(self, key: str, ttl: float) -> int:
-        return int(self.redis.run(_INCR, [key], [ms(ttl)]))
+        return int(self.redis.run(_INCR, [self.names.key(key)], [ms(ttl)]))
 
     # -- jobs ------------------------------------------------------------------------
 
     def start_job(
         self, running: str, pending: str, answer: str, marker: bytes, lease: float
     ) -> tuple[bool, bytes | None, int]:
-        reply: Any = self.redis.run(_START_JOB, [running, pending, answer, self.names.epoch], [marker, ms(lease)])
+        keys = [*map(self.names.key, (running, pending, answer)), self.names.epoch]
+        reply: Any = self.redis.run(_START_JOB, keys, [marker, ms(lease)])
         if not reply[0]:
             return False, None, 0
         return True, bytes_or_none(reply[2]) if len(reply) > 2 else None, int(reply[1])
@@ -312,6 +319,7 @@ class RedisCache(Cache):
         since: int,
         restamp: Restamp | None = None,
     ) -> bool:
+        answer, done = self.names.key(answer), [self.names.key(key) for key in done]
         keys = [answer, self.names.epoch, self.names.log, *done]
         args = ["none"] if value is None else ["store", *_stored(answer, value, ttl, index)]
         args += [""] * (5 - len(args)) + [since, self.names.stored]
@@ -375,24 +383,25 @@ class RedisCache(Cache):
         if self.redis.external:  # no asyncio twin of the application's client: a thread does it
             return await asyncio.to_thread(self.get, key)
         with self.redis.errors(), _foreign_value_is_a_miss(key):
-            value: Any = await self.redis.async_client().get(key)
+            client = await self.redis.async_ready() if self.redis.cluster else self.redis.async_client()
+            value: Any = await client.get(self.names.key(key))
             return bytes_or_none(value)
         return None
 
     async def aadd(self, key: str, value: bytes, ttl: float) -> bool:
         if self.redis.external:
             return await asyncio.to_thread(self.add, key, value, ttl)
-        return bool(await self.redis.arun(_ADD, [key], [value, ms(ttl)]))
+        return bool(await self.redis.arun(_ADD, [self.names.key(key)], [value, ms(ttl)]))
 
     async def adelete(self, key: str) -> None:
         if self.redis.external:
             return await asyncio.to_thread(self.delete, key)
-        await self.index.arun(_DELETE, [key], [])
+        await self.index.arun(_DELETE, [self.names.key(key)], [])
 
     async def atake(self, key: str) -> bytes | None:
         if self.redis.external:
             return await asyncio.to_thread(self.take, key)
-        return bytes_or_none(await self.index.arun(_TAKE, [key], []))
+        return bytes_or_none(await self.index.arun(_TAKE, [self.names.key(key)], []))
 
     async def aclose(self) -> None:
         """Close the connections of the running event loop; call it before the loop ends."""
@@ -402,8 +411,9 @@ class RedisCache(Cache):
 class _Watch:
     """A :class:`~offload.backends.redis_pubsub.Listener` that hands stored keys to a watcher."""
 
-    def __init__(self, on_stored: Callable[[str], None]) -> None:
+    def __init__(self, on_stored: Callable[[str], None], names: Names) -> None:
         self.on_stored = on_stored
+        self.names = names
 
     def ready(self) -> None:
         pass
@@ -412,7 +422,7 @@ class _Watch:
         pass
 
     def message(self, data: bytes) -> None:
-        self.on_stored(data.decode("utf-8", "surrogateescape"))
+        self.on_stored(self.names.caller_key(data.decode("utf-8", "surrogateescape")))
 
 
 def _stored(key: str, value: bytes, ttl: float, index: IndexEntry | None) -> list[Any]:

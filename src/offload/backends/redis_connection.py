@@ -8,6 +8,12 @@ an outage is a :class:`~offload.errors.BackendUnavailable` at once, never a
 hung request; redis-py's own URL options (``?socket_timeout=10``) override
 these. ``?prefix=name`` (default ``offload``) is the outer prefix of every
 name offload gives a key or a channel (see :class:`Names`).
+
+``redis+cluster://HOST:PORT/`` (``rediss+cluster://`` with TLS) opens a
+``redis.RedisCluster`` instead; ``?seeds=HOST:PORT,HOST:PORT`` adds more
+nodes to discover the cluster from, should the first be down. On a cluster
+every name carries the hash tag ``{<prefix>}``, so that each script and
+transaction touches one slot (see :class:`Names`).
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ from offload.errors import BackendUnavailable, ConfigurationError, MissingDepend
 try:
     import redis
     import redis.asyncio
+    import redis.asyncio.cluster
+    import redis.cluster
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 except ImportError as error:  # pragma: no cover - depends on the environment
@@ -37,6 +45,8 @@ if TYPE_CHECKING:
     from redis.commands.core import AsyncScript, Script
 
 __all__ = [
+    "CLUSTER_SCHEMES",
+    "ERRORS",
     "NOW",
     "RECHECK",
     "Names",
@@ -56,10 +66,24 @@ RECHECK = 1.0
 #: Connections of the asyncio client of one event loop; more requests at once wait their turn.
 ASYNC_CONNECTIONS = 64
 
+#: Connections of the asyncio cluster client of one event loop, per node.
+ASYNC_CLUSTER_CONNECTIONS = 1024
+
 #: Lua that sets ``now`` to the server's clock in milliseconds: every process of a deployment agrees on it.
 NOW = "local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
 
 _DEFAULTS = {"socket_connect_timeout": "2", "socket_timeout": "5"}
+
+#: URL schemes of a Redis Cluster.
+CLUSTER_SCHEMES = frozenset({"redis+cluster", "rediss+cluster"})
+
+#: A client of one Redis server or of a Redis Cluster: offload calls what both have.
+Client = redis.Redis | redis.cluster.RedisCluster
+AsyncClient = redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
+
+#: What a client raises when the server or the cluster cannot answer. A cluster client's own
+#: errors (no node reachable, slots not covered while a master fails over) are not RedisErrors.
+ERRORS = (redis.RedisError, redis.exceptions.RedisClusterException)
 
 
 class Names:
@@ -67,18 +91,26 @@ class Names:
 
     Keys handed to the cache already start with the namespace; everything
     offload keeps beside them is ``<prefix>:<namespace>:<what>``. Channels
-    carry the database number, since Redis pub/sub ignores databases. Should
-    Redis Cluster hash tags be added, :attr:`base` is the one spot to change.
+    carry the database number, since Redis pub/sub ignores databases.
+
+    On a Redis Cluster (``tagged``) the prefix is a hash tag, ``{<prefix>}``,
+    and :meth:`key` puts it before each key handed to the cache too: every key
+    of the prefix lives in one slot, so a script may touch a key's markers,
+    its answer, the index, the expiry log and the queue at once. Without a
+    cluster, names are as they always were.
     """
 
     #: The consumer group every worker of a namespace reads the stream through.
     group = "offload"
 
-    def __init__(self, prefix: str, namespace: str, database: str) -> None:
+    def __init__(self, prefix: str, namespace: str, database: str, tagged: bool = False) -> None:
         self.prefix, self.namespace, self.database = prefix, check_namespace(namespace), database
-        base = f"{prefix}:{namespace}"
+        self.tagged = tagged
+        #: What every name starts with: the prefix, as a hash tag on a cluster.
+        self.head = f"{{{prefix}}}" if tagged else prefix
+        base = f"{self.head}:{namespace}"
         #: The namespaces that hold something: one set per prefix, maintained on write.
-        self.namespaces = f"{prefix}:namespaces"
+        self.namespaces = f"{self.head}:namespaces"
         # The cache's index of answers (see offload.backends.redis).
         self.answers = f"{base}:answers"
         self.failed = f"{base}:failed"
@@ -98,13 +130,21 @@ class Names:
         self.expired = f"{base}:expired:{database}"
         self.stored = f"{base}:stored:{database}"
 
+    def key(self, key: str) -> str:
+        """The Redis key of a key handed to the cache: the same, or after the hash tag on a cluster."""
+        return f"{self.head}:{key}" if self.tagged else key
+
+    def caller_key(self, stored: str) -> str:
+        """The key handed to the cache that :meth:`key` turned into ``stored``."""
+        return stored.removeprefix(f"{self.head}:") if self.tagged else stored
+
     def tag(self, tag: str) -> bytes:
         """The set of the answers carrying ``tag``."""
         return self.tag_prefix + tag.encode("utf-8", "surrogatepass")
 
     def of(self, namespace: str) -> Names:
         """The names of another namespace under the same prefix and database."""
-        return Names(self.prefix, namespace, self.database)
+        return Names(self.prefix, namespace, self.database, self.tagged)
 
     @staticmethod
     def wake(prefix: str, token: str) -> str:
@@ -120,15 +160,22 @@ class RedisConnection:
         options = dict(parse_qsl(parts.query, keep_blank_values=True))
         self.prefix = options.pop("prefix", "offload") or "offload"
         self.socket_timeout = float(options.get("socket_timeout", _DEFAULTS["socket_timeout"]))
-        self.url = urlunsplit(parts._replace(query=urlencode({**_DEFAULTS, **options})))
+        self.cluster = parts.scheme.lower() in CLUSTER_SCHEMES
+        #: The other nodes a cluster client may discover the cluster from.
+        self.seeds = _seeds(options.pop("seeds", "")) if self.cluster else []
         self.display_url = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2], query=""))
+        if self.cluster:
+            parts = parts._replace(scheme=parts.scheme.lower().partition("+")[0])
+            if "{" in self.prefix or "}" in self.prefix:
+                raise ConfigurationError(f"?prefix={self.prefix!r}: a Redis Cluster prefix may not hold {{ or }}")
+        self.url = urlunsplit(parts._replace(query=urlencode({**_DEFAULTS, **options})))
         self.database = str(options.get("db") or parts.path.strip("/") or "0")
+        if self.cluster and self.database != "0":
+            raise ConfigurationError(f"{self.display_url}: a Redis Cluster has database 0 only")
         self._lock = threading.Lock()
-        self._client: redis.Redis | None = None
-        self._blocking: redis.Redis | None = None
-        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, redis.asyncio.Redis] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._client: Client | None = None
+        self._blocking: Client | None = None
+        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncClient] = weakref.WeakKeyDictionary()
         self._scripts: dict[tuple[int, str], Script] = {}
         self.external = False  # a client of the application's own (see from_client)
         self._async_scripts: dict[tuple[int, str], AsyncScript] = {}
@@ -144,41 +191,102 @@ class RedisConnection:
         return connection
 
     def names(self, namespace: str) -> Names:
-        return Names(self.prefix, namespace, self.database)
+        return Names(self.prefix, namespace, self.database, self.cluster)
 
     @property
-    def client(self) -> redis.Redis:
+    def client(self) -> Client:
         """The client for short commands; its pool reconnects by itself after an outage or a fork."""
         if self._client is None:
             with self._lock:
                 if self._client is None:
-                    self._client = redis.Redis.from_url(self.url, retry=Retry(NoBackoff(), 0))
+                    self._client = self._connect()
         return self._client
 
     @property
-    def blocking(self) -> redis.Redis:
+    def blocking(self) -> Client:
         """A client whose read timeout outlasts one ``XREADGROUP BLOCK``."""
         if self._blocking is None:
             with self._lock:
                 if self._blocking is None:
-                    self._blocking = redis.Redis.from_url(
-                        self.url, retry=Retry(NoBackoff(), 0), socket_timeout=self.socket_timeout + RECHECK
-                    )
+                    self._blocking = self._connect(socket_timeout=self.socket_timeout + RECHECK)
         return self._blocking
 
-    def async_client(self) -> redis.asyncio.Redis:
+    def _connect(self, **options: Any) -> Client:
+        """A new client of the URL. A cluster client finds the nodes from the URL's host and its seeds.
+
+        Neither retries a command (an outage is reported at once); a cluster
+        client follows ``MOVED`` and, after a connection error, reads the
+        cluster's slots again, so it finds a promoted replica by itself.
+        """
+        if self.cluster:
+            seeds = [redis.cluster.ClusterNode(host, port) for host, port in self.seeds]  # type: ignore[no-untyped-call]
+            return redis.cluster.RedisCluster.from_url(
+                self.url, startup_nodes=seeds, retry=Retry(NoBackoff(), 0), **options
+            )
+        return redis.Redis.from_url(self.url, retry=Retry(NoBackoff(), 0), **options)
+
+    def subscriber_client(self, **options: Any) -> redis.Redis:
+        """A client of one server that can hold a subscription: the URL's, or a live node of the cluster.
+
+        A message published anywhere in a cluster reaches the subscribers of
+        every node, so any node that answers will do.
+        """
+        if not self.cluster:
+            return redis.Redis.from_url(self.url, retry=Retry(NoBackoff(), 0), **options)
+        cluster = self.client
+        nodes = cluster.get_nodes() if isinstance(cluster, redis.cluster.RedisCluster) else []  # type: ignore[no-untyped-call]
+        parts = urlsplit(self.url)
+        error: Exception = BackendUnavailable(f"Redis Cluster at {self.display_url}: no node answers")
+        for node in nodes:
+            client = redis.Redis.from_url(
+                urlunsplit(parts._replace(netloc=_with_address(parts.netloc, node.host, node.port))),
+                retry=Retry(NoBackoff(), 0),
+                **options,
+            )
+            try:
+                client.ping()
+            except (*ERRORS, OSError) as failed:
+                error = failed
+                client.close()
+                continue
+            return client
+        raise error
+
+    def async_client(self) -> AsyncClient:
         """An asyncio client for the running event loop (an asyncio connection belongs to one loop)."""
         loop = asyncio.get_running_loop()
         client = self._async.get(loop)
-        if client is None:
+        if client is not None:
+            return client
+        retry = redis.asyncio.retry.Retry(NoBackoff(), 0)
+        if self.cluster:
+            seeds = [redis.asyncio.cluster.ClusterNode(host, port) for host, port in self.seeds]
+            # redis-py's asyncio cluster client has no pool that waits: past max_connections to a
+            # node it fails at once. The bound is set high, so a burst opens connections instead.
+            client = redis.asyncio.cluster.RedisCluster.from_url(
+                self.url, startup_nodes=seeds, retry=retry, max_connections=ASYNC_CLUSTER_CONNECTIONS
+            )
+        else:
             # A bounded pool that makes a burst of requests wait for a connection (up to the
             # socket timeout), where redis-py's default pool fails the 101st at once.
             pool = redis.asyncio.BlockingConnectionPool.from_url(
                 self.url, max_connections=ASYNC_CONNECTIONS, timeout=self.socket_timeout
             )
-            client = redis.asyncio.Redis(connection_pool=pool, retry=redis.asyncio.retry.Retry(NoBackoff(), 0))
+            client = redis.asyncio.Redis(connection_pool=pool, retry=retry)
             client.auto_close_connection_pool = True  # aclose() closes the pool too
-            self._async[loop] = client
+        self._async[loop] = client
+        return client
+
+    async def async_ready(self) -> AsyncClient:
+        """:meth:`async_client`, once it knows the cluster's layout.
+
+        An asyncio cluster client learns the layout on its first command; the
+        other commands of a burst that started meanwhile could find their
+        connections closed under them. Here they all wait for that first read.
+        """
+        client = self.async_client()
+        if isinstance(client, redis.asyncio.cluster.RedisCluster):
+            await client.initialize()  # at once when done: it only reads a flag
         return client
 
     async def aclose(self) -> None:
@@ -211,6 +319,8 @@ class RedisConnection:
     async def arun(self, source: str, keys: list[Any], args: list[Any]) -> Any:
         """:meth:`run` on the running event loop's client."""
         with self.errors():
+            if self.cluster:
+                await self.async_ready()
             return await self.async_script(source)(keys, args)
 
     @contextlib.contextmanager
@@ -218,7 +328,7 @@ class RedisConnection:
         """Turn the client's errors into :class:`BackendUnavailable` (a missing consumer group excepted)."""
         try:
             yield
-        except redis.RedisError as error:
+        except ERRORS as error:
             if is_nogroup(error):
                 raise
             raise BackendUnavailable(f"Redis at {self.display_url}: {type(error).__name__}: {error}") from error
@@ -233,6 +343,24 @@ class RedisConnection:
                         client.close()
             self._client = self._blocking = None
             self._scripts.clear()
+
+
+def _seeds(text: str) -> list[tuple[str, int]]:
+    """``HOST:PORT,HOST:PORT`` as pairs; a port that is not a number is a configuration error."""
+    seeds = []
+    for seed in filter(None, (part.strip() for part in text.split(","))):
+        host, _, port = seed.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigurationError(f"?seeds={text!r}: write HOST:PORT,HOST:PORT")
+        seeds.append((host.strip("[]"), int(port)))
+    return seeds
+
+
+def _with_address(netloc: str, host: str, port: int) -> str:
+    """``netloc`` (with its credentials, if any) naming ``host:port`` instead."""
+    credentials, at, _ = netloc.rpartition("@")
+    address = f"[{host}]" if ":" in host else host
+    return f"{credentials}{at}{address}:{port}"
 
 
 def is_nogroup(error: Exception) -> bool:

@@ -28,7 +28,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, ClassVar, Protocol
 
-from offload.backends.redis_connection import Names, NoBackoff, RedisConnection, Retry, redis
+from offload.backends.redis_connection import ERRORS, Names, RedisConnection, redis
 
 log = logging.getLogger("offload.redis")
 
@@ -55,19 +55,22 @@ class Listener(Protocol):
 class Subscriber:
     """The shared subscription of one URL in this process; :meth:`of` finds or makes it."""
 
-    _all: ClassVar[dict[str, Subscriber]] = {}
+    _all: ClassVar[dict[tuple[bool, str], Subscriber]] = {}
     _all_lock: ClassVar[threading.Lock] = threading.Lock()
 
     @classmethod
     def of(cls, connection: RedisConnection) -> Subscriber:
         with cls._all_lock:
-            subscriber = cls._all.get(connection.url)
+            found = (connection.cluster, connection.url)
+            subscriber = cls._all.get(found)
             if subscriber is None:
-                subscriber = cls._all[connection.url] = cls(connection.url, connection.prefix)
+                subscriber = cls._all[found] = cls(connection)
             return subscriber
 
-    def __init__(self, url: str, prefix: str) -> None:
-        self.url = url
+    def __init__(self, connection: RedisConnection) -> None:
+        self.url = connection.url
+        self.connection = connection
+        prefix = connection.prefix
         self.wake_channel = Names.wake(prefix, uuid.uuid4().hex)
         self._reset()
 
@@ -120,7 +123,7 @@ class Subscriber:
         while self._current(run):
             client = pubsub = None
             try:
-                client = redis.Redis.from_url(self.url, retry=Retry(NoBackoff(), 0), health_check_interval=POLL * 10)
+                client = self.connection.subscriber_client(health_check_interval=POLL * 10)
                 with self._lock:
                     self._client = client
                 pubsub = client.pubsub()  # type: ignore[no-untyped-call]
@@ -139,7 +142,7 @@ class Subscriber:
                     message = pubsub.get_message(timeout=POLL)
                     if message is not None:
                         self._handle(message)
-            except (redis.RedisError, OSError) as error:
+            except (*ERRORS, OSError) as error:
                 log.debug("Redis subscription lost (%s): connecting again", error)
             finally:
                 self._lose(run, client, pubsub)

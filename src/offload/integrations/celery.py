@@ -28,13 +28,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from offload.errors import MissingDependency, QueueFull
+from offload.errors import MissingDependency, QueueFull, install_hint
 from offload.jobs import PushOnlyQueue, perform
 
 try:
     from celery import shared_task  # type: ignore[import-untyped]
 except ImportError as error:
-    raise MissingDependency('the Celery integration needs celery: pip install "offload[celery]"') from error
+    raise MissingDependency(f"the Celery integration needs celery: {install_hint('celery')}") from error
 
 #: The name the task is registered and sent under.
 TASK_NAME = "offload.perform"

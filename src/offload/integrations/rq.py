@@ -32,7 +32,7 @@ import contextlib
 import uuid
 from typing import Any
 
-from offload.errors import MissingDependency, QueueFull
+from offload.errors import MissingDependency, QueueFull, install_hint
 from offload.jobs import PushOnlyQueue
 
 #: The function ``rq worker`` runs, named rather than imported: the worker imports it when it runs a job.
@@ -47,7 +47,7 @@ def _rq() -> Any:
         import rq
         import rq.exceptions
     except ImportError as error:
-        raise MissingDependency('queue=rq.Queue(...) needs rq: pip install "offload[rq]"') from error
+        raise MissingDependency(f"queue=rq.Queue(...) needs rq: {install_hint('rq')}") from error
     return rq
 
 

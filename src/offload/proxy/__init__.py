@@ -6,7 +6,7 @@
 and fetching, over httpx), :mod:`~offload.proxy.policy` (the rules of a shared
 HTTP cache), :mod:`~offload.proxy.fields` (header fields), and
 :mod:`~offload.proxy.command` (the command). httpx is imported only when an
-app is built: ``pip install "offload[proxy]"``.
+app is built: the ``proxy`` extra, ``pip install -e "/path/to/offload[proxy]"`` from a checkout.
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ from urllib.parse import quote, unquote_to_bytes, urljoin, urlsplit
 
 from offload.answers import own_answer
 from offload.core import Offloader
-from offload.errors import BackendUnavailable, ConfigurationError, CorruptRecord
+from offload.errors import BackendUnavailable, ConfigurationError, CorruptRecord, install_hint
 from offload.keys import Target
 from offload.proxy import fields
 from offload.proxy.policy import CLIENT, pass_marker
@@ -52,7 +52,7 @@ from offload.replay import REPLAY_KEY, BodyTooLarge
 try:
     import httpx
 except ImportError as missing:  # pragma: no cover - depends on the installation
-    raise ConfigurationError('offload\'s proxy mode needs httpx: pip install "offload[proxy]"') from missing
+    raise ConfigurationError(f"offload's proxy mode needs httpx: {install_hint('proxy')}") from missing
 
 log = logging.getLogger("offload.proxy")
 

@@ -1,1 +1,1 @@
-"""Apps the ASGI tests serve: each module is also a documented usage example (see docs/ASGI.md)."""
+"""Apps the ASGI tests serve: fuller versions of the examples of docs/ASGI.md (which tests/docsite runs as printed)."""

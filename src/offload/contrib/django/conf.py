@@ -59,6 +59,9 @@ class Project:
             queue=None if queue is None else adapt_queue(queue, namespace),
             settings=given,
         )
+        self.offloader.part_sources = {
+            name: part for name, part in (("cache", cache), ("queue", queue)) if part is not None
+        }
         routing.setdefault("predicate", ViewMarks())
         self.routes = Routes(**routing)
         #: What a worker replays requests through: the whole Django stack, this middleware included.
