@@ -322,6 +322,12 @@ def test_native_push_keeps_the_contract(queue: Queue) -> None:
 # -- batches: claim_many and extend_many ------------------------------------------------------
 
 
+def push_keys(queue: Queue, count: int) -> None:
+    """Push jobs ``key-0`` to ``key-<count - 1>``, in that order."""
+    for number in range(count):
+        queue.push(f"key-{number}", b"x")
+
+
 def test_claim_many_takes_up_to_the_limit_oldest_first(queue: Queue) -> None:
     for number in range(5):
         queue.push(f"key-{number}", str(number).encode())
@@ -352,8 +358,7 @@ def test_claim_many_waits_for_the_first_job(queue: Queue) -> None:
 
 
 def test_each_claim_of_a_batch_owns_only_its_own_job(queue: Queue) -> None:
-    for number in range(3):
-        queue.push(f"key-{number}", b"x")
+    push_keys(queue, 3)
     a, b, c = queue.claim_many(lease=30, wait=0.2, limit=3)
     queue.ack(a)
     queue.release(b)
@@ -367,8 +372,7 @@ def test_each_claim_of_a_batch_owns_only_its_own_job(queue: Queue) -> None:
 
 
 def test_extend_many_keeps_every_job_of_a_batch(queue: Queue) -> None:
-    for number in range(3):
-        queue.push(f"key-{number}", b"x")
+    push_keys(queue, 3)
     claims = queue.claim_many(lease=2, wait=0.2, limit=3)
     assert len(claims) == 3
     assert queue.extend_many(claims, 60) == [True, True, True]
@@ -376,13 +380,11 @@ def test_extend_many_keeps_every_job_of_a_batch(queue: Queue) -> None:
     time.sleep(2.5)  # past the first lease
     assert queue.claim_many(lease=2, wait=0.5, limit=3) == []
     assert queue.stats() == {"queued": 0, "running": 3, "dead": 0}
-    for claim in claims:
-        queue.ack(claim)
+    queue.ack_many(claims)
 
 
 def test_a_lapsed_batch_is_claimable_again(queue: Queue) -> None:
-    for number in range(2):
-        queue.push(f"key-{number}", b"x")
+    push_keys(queue, 2)
     lost = queue.claim_many(lease=0.3, wait=0.2, limit=2)
     assert len(lost) == 2
     time.sleep(0.5)
@@ -390,14 +392,12 @@ def test_a_lapsed_batch_is_claimable_again(queue: Queue) -> None:
     assert sorted(claim.job_id for claim in again) == sorted(claim.job_id for claim in lost)
     assert queue.extend_many(lost, 30) == [False, False]
     assert queue.extend_many(again, 30) == [True, True]
-    for claim in again:
-        queue.ack(claim)
+    queue.ack_many(again)
     assert queue.stats() == {"queued": 0, "running": 0, "dead": 0}
 
 
 def test_ack_many_removes_the_jobs_its_claims_still_own(queue: Queue) -> None:
-    for number in range(4):
-        queue.push(f"key-{number}", b"x")
+    push_keys(queue, 4)
     lost = queue.claim_many(lease=0.3, wait=0.2, limit=1)
     time.sleep(0.5)
     claims = queue.claim_many(lease=30, wait=15, limit=4)

@@ -94,15 +94,17 @@ _ADD = _ACQUIRE + "return acquire(KEYS[1], ARGV[1], ARGV[2])"
 
 # KEYS: running lock, pending marker, answer, epoch. ARGV: marker, lease ms.
 # Only the lock's taker marks the key running and reads the answer and the epoch.
-_START_JOB = (
+_START = (
     _ACQUIRE
     + """
 if acquire(KEYS[1], ARGV[1], ARGV[2]) == 0 then return {0} end
 redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 local ok, answer = pcall(redis.call, 'GET', KEYS[3])
-return {1, redis.call('HGET', KEYS[4], 'n') or '0', ok and answer}
+local epoch = redis.call('HGET', KEYS[4], 'n') or '0'
 """
 )
+
+_START_JOB = _START + "return {1, epoch, ok and answer}"
 
 # KEYS: counter. ARGV: ttl ms. A new counter lives ttl from its first count (a fixed window);
 # one holding something else starts again. (PTTL rather than PEXPIRE NX: Redis 6.2 has no NX.)
@@ -118,12 +120,8 @@ return count
 
 # KEYS: as _START_JOB, then the start counter. ARGV: as _START_JOB, then the counter's ttl ms.
 _START_COUNTED_JOB = (
-    _ACQUIRE
+    _START
     + """
-if acquire(KEYS[1], ARGV[1], ARGV[2]) == 0 then return {0} end
-redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
-local ok, answer = pcall(redis.call, 'GET', KEYS[3])
-local epoch = redis.call('HGET', KEYS[4], 'n') or '0'
 local counted, count = pcall(redis.call, 'INCR', KEYS[5])
 if not counted then
   redis.call('SET', KEYS[5], 1, 'PX', ARGV[3])
@@ -303,7 +301,7 @@ class RedisCache(Cache):
         self, running: str, pending: str, answer: str, marker: bytes, lease: float, counter: str, counter_ttl: float
     ) -> tuple[bool, bytes | None, int, int]:
         """One script: the lock, the marker, the answer, the epoch and the count."""
-        keys = [running, pending, answer, self.names.epoch, counter]
+        keys = [*map(self.names.key, (running, pending, answer)), self.names.epoch, self.names.key(counter)]
         reply: Any = self.redis.run(_START_COUNTED_JOB, keys, [marker, ms(lease), ms(counter_ttl)])
         if not reply[0]:
             return False, None, 0, 0
