@@ -211,3 +211,23 @@ def test_watch_and_generation_come_back_after_an_outage() -> None:
             stop()
             cache.close()
             queue.close()
+
+
+def test_more_threads_than_redis_py_pools_by_default_wait_on_the_server_at_once(redis_url: str) -> None:
+    """150 threads each block in a claim on an empty queue: each holds a connection, and none is refused."""
+    _, queue = opened(redis_url, "many-threads")
+    errors: list[BaseException] = []
+
+    def claim() -> None:
+        try:
+            assert queue.claim(lease=5, wait=1.5) is None
+        except BaseException as error:  # reported below, on the test's thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=claim) for _ in range(150)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert errors == []
+    queue.close()

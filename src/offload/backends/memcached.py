@@ -77,7 +77,7 @@ from offload.backends.memcached_items import (
     index_key,
     log_key,
 )
-from offload.errors import BackendUnavailable, ConfigurationError, MissingDependency
+from offload.errors import BackendUnavailable, ConfigurationError, MissingDependency, install_hint
 
 if TYPE_CHECKING:
     from offload.backends import Backend
@@ -107,7 +107,7 @@ def _import_pymemcache() -> Any:
         import pymemcache.client.base  # type: ignore[import-untyped]
         import pymemcache.client.hash  # type: ignore[import-untyped]
     except ImportError as error:
-        raise MissingDependency('memcached:// needs pymemcache: pip install "offload[memcached]"') from error
+        raise MissingDependency(f"memcached:// needs pymemcache: {install_hint('memcached')}") from error
     return pymemcache
 
 

@@ -1,6 +1,6 @@
 """PostgreSQL backend (``postgresql://``, ``postgres://``): cache and queue in a few tables, for many machines.
 
-Uses psycopg 3 (``pip install "offload[postgres]"``). The atomic add is an
+Uses psycopg 3 (the ``postgres`` extra). The atomic add is an
 ``INSERT ... ON CONFLICT DO UPDATE ... WHERE expired`` whose row count says who
 won; a worker claims the oldest waiting job of its namespace with ``FOR UPDATE
 SKIP LOCKED``, so workers never block each other; a push sends ``NOTIFY`` and
@@ -103,7 +103,7 @@ from offload.backends.sql_common import (
     queued_job,
     restamped,
 )
-from offload.errors import BackendUnavailable, MissingDependency, QueueFull
+from offload.errors import BackendUnavailable, MissingDependency, QueueFull, install_hint
 from offload.keys import canonical_path
 
 try:
@@ -112,7 +112,7 @@ try:
     from psycopg import sql
 except ImportError as error:  # pragma: no cover - depends on the environment
     raise MissingDependency(
-        f'the PostgreSQL backend needs psycopg 3: pip install "offload[postgres]" ({error})'
+        f"the PostgreSQL backend needs psycopg 3: {install_hint('postgres')} ({error})"
     ) from None
 
 if TYPE_CHECKING:

@@ -5,8 +5,8 @@ then carries the hash tag ``{<prefix>}`` (see
 :class:`~offload.backends.redis_connection.Names`), so all of a prefix is in
 one slot and each script below touches that slot only.
 
-Uses the official ``redis`` client, sync and asyncio (``pip install
-"offload[redis]"``); connections and names are in
+Uses the official ``redis`` client, sync and asyncio (the ``redis``
+extra); connections and names are in
 :mod:`offload.backends.redis_connection`. Every multi-step operation is one
 Lua script, so it is atomic on the server whatever the number of web and
 worker processes, and costs one round trip. ``?prefix=name`` (default

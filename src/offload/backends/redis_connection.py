@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from offload.backends.base import check_namespace
-from offload.errors import BackendUnavailable, ConfigurationError, MissingDependency
+from offload.errors import BackendUnavailable, ConfigurationError, MissingDependency, install_hint
 
 try:
     import redis
@@ -38,7 +38,7 @@ try:
     from redis.retry import Retry
 except ImportError as error:  # pragma: no cover - depends on the environment
     raise MissingDependency(
-        f'the Redis backend needs the redis client: pip install "offload[redis]" ({error})'
+        f"the Redis backend needs the redis client: {install_hint('redis')} ({error})"
     ) from None
 
 if TYPE_CHECKING:
@@ -62,6 +62,10 @@ __all__ = [
 
 #: How long a waiting worker blocks before it looks again for lapsed leases and due jobs.
 RECHECK = 1.0
+
+#: Connections of a client of one server: more than the threads a worker or a web server runs at
+#: once (redis-py's own default, 100, fails the 101st thread). The pool opens them as needed.
+CONNECTIONS = 1024
 
 #: Connections of the asyncio client of one event loop; more requests at once wait their turn.
 ASYNC_CONNECTIONS = 64
@@ -223,7 +227,7 @@ class RedisConnection:
             return redis.cluster.RedisCluster.from_url(
                 self.url, startup_nodes=seeds, retry=Retry(NoBackoff(), 0), **options
             )
-        return redis.Redis.from_url(self.url, retry=Retry(NoBackoff(), 0), **options)
+        return redis.Redis.from_url(self.url, retry=Retry(NoBackoff(), 0), max_connections=CONNECTIONS, **options)
 
     def subscriber_client(self, **options: Any) -> redis.Redis:
         """A client of one server that can hold a subscription: the URL's, or a live node of the cluster.
