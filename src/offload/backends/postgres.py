@@ -111,9 +111,7 @@ try:
     from psycopg import errors as pg_errors
     from psycopg import sql
 except ImportError as error:  # pragma: no cover - depends on the environment
-    raise MissingDependency(
-        f"the PostgreSQL backend needs psycopg 3: {install_hint('postgres')} ({error})"
-    ) from None
+    raise MissingDependency(f"the PostgreSQL backend needs psycopg 3: {install_hint('postgres')} ({error})") from None
 
 if TYPE_CHECKING:
     from offload.backends import Backend

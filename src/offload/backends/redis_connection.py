@@ -37,9 +37,7 @@ try:
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 except ImportError as error:  # pragma: no cover - depends on the environment
-    raise MissingDependency(
-        f"the Redis backend needs the redis client: {install_hint('redis')} ({error})"
-    ) from None
+    raise MissingDependency(f"the Redis backend needs the redis client: {install_hint('redis')} ({error})") from None
 
 if TYPE_CHECKING:
     from redis.commands.core import AsyncScript, Script
