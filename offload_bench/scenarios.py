@@ -141,6 +141,16 @@ def snapshot(stack: Stack) -> tuple[int, int]:
     return stack.web_rss(), stack.worker_rss()
 
 
+def settle(stack: Stack, row: Row, load: Load, rss_before: tuple[int, int]) -> tuple[list[str], list[str]]:
+    """Take a finished load's figures and RSS into the row; the URLs asked and the unexplained second runs."""
+    web1, worker1 = snapshot(stack)
+    asked = sorted(load.done | load.unfinished)
+    row.take(load, asked)
+    row.web_rss, row.worker_rss = (rss_before[0], web1), (rss_before[1], worker1)
+    row.jobs, row.duplicates, unexplained = verdict_on_executions(stack.executions(), asked)
+    return asked, unexplained
+
+
 # -- 1. worker kills -----------------------------------------------------------------------
 
 
@@ -204,11 +214,7 @@ def web_kills(stack: Stack, sizes: Sizes, row: Row) -> None:
                 os.kill(random.choice(victims), signal.SIGKILL)
                 killed += 1
     load = clients.wait()
-    web1, worker1 = snapshot(stack)
-    asked = sorted(load.done | load.unfinished)
-    row.take(load, asked)
-    row.web_rss, row.worker_rss = (web0, web1), (worker0, worker1)
-    row.jobs, row.duplicates, unexplained = verdict_on_executions(stack.executions(), asked)
+    asked, unexplained = settle(stack, row, load, (web0, worker0))
     row.violations += unexplained  # no worker was harmed: any second run of a URL is a violation
     if len(asked) < sizes.kill_urls:
         row.violations.append(f"only {len(asked)} URLs asked for, fewer than {sizes.kill_urls}")
@@ -464,11 +470,7 @@ def soak(stack: Stack, sizes: Sizes, row: Row) -> None:
     time.sleep(min(30.0, sizes.soak / 10))  # past start-up: imports done, pools filled
     web0, worker0 = snapshot(stack)
     load = clients.wait()
-    web1, worker1 = snapshot(stack)
-    asked = sorted(load.done | load.unfinished)
-    row.take(load, asked)
-    row.web_rss, row.worker_rss = (web0, web1), (worker0, worker1)
-    row.jobs, row.duplicates, unexplained = verdict_on_executions(stack.executions(), asked)
+    asked, unexplained = settle(stack, row, load, (web0, worker0))
     row.violations += unexplained
     for name, (before, after) in (("web", row.web_rss), ("worker", row.worker_rss)):
         if after - before > 64 * 1024:

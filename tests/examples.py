@@ -397,3 +397,27 @@ def example(directory: Path, addresses: dict[str, str] | None = None) -> Iterato
         yield made
     finally:
         made.close()
+
+
+# -- proxy examples -----------------------------------------------------------------
+
+
+def file_server_upstream(ex: Example) -> None:
+    """The proxy examples' upstream: a file server serving hello.txt where a page says ``127.0.0.1:8080``."""
+    (ex.directory / "hello.txt").write_text("hello from upstream\n", encoding="utf-8")
+    port = free_port()
+    ex.start(f"python -m http.server {port} --bind 127.0.0.1")
+    wait_for(lambda: ex.listening(port), 30, "the upstream")
+    ex.addresses["127.0.0.1:8080"] = f"127.0.0.1:{port}"
+
+
+def fetched_then_stored(ex: Example) -> None:
+    """A miss waits for the one fetch of its key; the next request is served from the store."""
+    wait_for(ex.listening, 60, f"the proxy\n{ex.logs()}")
+    first = ex.get("/hello.txt")
+    assert (first.status, first.body) == (200, b"hello from upstream\n"), (first, ex.logs())
+    (ex.directory / "hello.txt").write_text("changed\n", encoding="utf-8")
+    again = ex.get("/hello.txt")  # Last-Modified gives a heuristic lifetime
+    assert (again.status, again.body) == (200, b"hello from upstream\n"), again
+    assert "hit" in (again.header("Cache-Status") or ""), again.headers
+    assert again.header("Age") is not None

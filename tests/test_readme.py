@@ -15,8 +15,17 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.examples import ROOT, Answer, Document, Example, claimed_markers, example, wait_for
-from tests.servers import free_port
+from tests.examples import (
+    ROOT,
+    Answer,
+    Document,
+    Example,
+    claimed_markers,
+    example,
+    fetched_then_stored,
+    file_server_upstream,
+    wait_for,
+)
 
 README = Document(ROOT / "README.md")
 
@@ -182,19 +191,9 @@ def test_three_ways_to_wait(ex: Example) -> None:
 
 def test_proxy(ex: Example) -> None:
     """``offload proxy`` in front of a server in another program: the answer, then the same answer from the cache."""
-    (ex.directory / "hello.txt").write_text("hello from upstream\n", encoding="utf-8")
-    upstream = free_port()
-    ex.start(f"python -m http.server {upstream} --bind 127.0.0.1")
-    wait_for(lambda: ex.listening(upstream), 30, "the upstream")
-    ex.addresses["127.0.0.1:8080"] = f"127.0.0.1:{upstream}"
+    file_server_upstream(ex)
     ex.addresses["0.0.0.0:8000"] = f"127.0.0.1:{ex.port}"
     install, proxy = README.block("offload proxy --upstream http://127.0.0.1:8080").commands()
     assert install.startswith("pip install -e")  # the package is installed already
     ex.start(ex.substituted(proxy))
-    wait_for(ex.listening, 60, f"offload proxy\n{ex.logs()}")
-    first = ex.get("/hello.txt")  # a miss waits for the one fetch of its key
-    assert (first.status, first.body) == (200, b"hello from upstream\n"), (first, ex.logs())
-    (ex.directory / "hello.txt").write_text("changed\n", encoding="utf-8")
-    again = ex.get("/hello.txt")  # Last-Modified gives a heuristic lifetime: served from the cache
-    assert (again.status, again.body) == (200, b"hello from upstream\n"), again
-    assert "hit" in (again.header("Cache-Status") or ""), again.headers
+    fetched_then_stored(ex)
