@@ -60,6 +60,7 @@ def test_every_name_is_under_the_prefix_and_namespace(redis_url: str, plain: Any
             "delayed",
             "held",
             "dead",
+            "rescanned",
         )
         assert ours == {f"app:shop:{name}" for name in kept}
         assert plain.smembers("app:namespaces") == {b"shop"}
@@ -231,3 +232,34 @@ def test_more_threads_than_redis_py_pools_by_default_wait_on_the_server_at_once(
         thread.join(30)
     assert errors == []
     queue.close()
+
+
+def test_a_claim_takes_lapsed_leases_from_the_index_and_scans_the_group_once_per_rescan() -> None:
+    """With 2,000 jobs running, claims read the head of ``leases``; XAUTOCLAIM walks the group once a minute at most."""
+    with throwaway_redis() as server:
+        _, queue = opened(server.url, "offload")
+        client = redis.Redis.from_url(server.url)
+        try:
+            for n in range(2000):
+                queue.push(f"k{n}", b"p")
+            running = queue.claim_many(lease=60, wait=0, limit=2000)
+            assert len(running) == 2000
+            queue.push("short", b"p")
+            short = queue.claim(lease=0.3, wait=0)
+            assert short is not None and short.key == "short"
+
+            def scans() -> int:
+                stats = client.info("commandstats").get("cmdstat_xautoclaim")
+                return int(stats["calls"]) if stats else 0
+
+            before = scans()
+            for _ in range(50):
+                assert queue.claim(lease=60, wait=0) is None
+            time.sleep(0.5)
+            again = queue.claim(lease=60, wait=0)  # the lapsed lease, found at the head of the index
+            assert again is not None and again.job_id == short.job_id
+            assert scans() == before  # no walk over the 2,000 running jobs
+            assert queue.stats()["running"] == 2001
+        finally:
+            client.close()
+            queue.close()

@@ -127,6 +127,8 @@ class Names:
         self.jobs = f"{base}:jobs"
         self.delayed = f"{base}:delayed"
         self.held = f"{base}:held"
+        self.leases = f"{base}:leases"
+        self.rescanned = f"{base}:rescanned"
         self.dead = f"{base}:dead"
         # Channels.
         self.expired = f"{base}:expired:{database}"

@@ -14,14 +14,22 @@ Names are those of :class:`~offload.backends.redis_connection.Names`, all
     payload in the hash ``held``. The claim script moves the jobs that are
     due to the back of the stream, and a waiting worker wakes when the next
     one is due.
+``leases``
+    The sorted set of the jobs whose lease runs, scored by when it runs out
+    (ms): a claim takes back lapsed leases from its head, so its cost does not
+    grow with the number of jobs running.
 ``dead``
     Dead letters, a stream of their own (key, payload, error; the entry's id
     tells when it was buried), trimmed to about :data:`DEAD_LETTERS`.
 
-A lease is per job and rides on the entry's delivery time: a job is taken back
-(``XAUTOCLAIM``) once idle for :data:`LEASE_HORIZON`, and a claim for
-``lease`` seconds sets its delivery time (``XCLAIM ... TIME``) to ``now +
-lease - LEASE_HORIZON``, so it comes back exactly ``lease`` seconds later.
+A lease is per job and rides on the entry's delivery time: a job can be taken
+back (``XCLAIM`` with a minimum idle time) once idle for :data:`LEASE_HORIZON`,
+and a claim for ``lease`` seconds sets its delivery time (``XCLAIM ... TIME``)
+to ``now + lease - LEASE_HORIZON`` and its score in ``leases`` to ``now +
+lease``, so it comes back exactly ``lease`` seconds later. A job read but never
+leased (its worker died in between) and leases written before ``leases``
+existed are found by a scan of the whole group (``XAUTOCLAIM``), which a claim
+runs at most once per :data:`RESCAN` seconds per namespace.
 ``extend`` does the same for a job this claim still owns. A claim is owned by
 its consumer name and the entry's delivery count, so a claim that lost its job
 to another worker (or to a later claim of the same worker) can no longer
@@ -48,6 +56,9 @@ from offload.errors import BackendUnavailable, QueueFull
 #: A lease longer than this is cut to it; a job read by a worker that died
 #: before it could record its lease also comes back after this long.
 LEASE_HORIZON = 3600.0
+
+#: Seconds between two scans of the whole group for lapsed jobs that ``leases`` does not hold.
+RESCAN = 60.0
 
 #: About how many dead letters a namespace keeps: the oldest go first.
 DEAD_LETTERS = 10_000
@@ -89,7 +100,7 @@ return {redis.call('XLEN', KEYS[1]) - busy + redis.call('ZCARD', KEYS[2]), busy,
 """
 )
 
-# KEYS: stream, delayed, held. ARGV: group, consumer, lease ms, horizon ms, limit.
+# KEYS: stream, delayed, held, leases, rescanned. ARGV: group, consumer, lease ms, horizon ms, limit, rescan ms.
 # Moves the delayed jobs that are due to the back of the stream; takes back up to limit jobs whose lease ran
 # out, then reads new ones (XREADGROUP COUNT) up to limit, and records their leases: a list of
 # {id, fields, delivery count}. Without a job: the ms until the next delayed one is due, or -1.
@@ -98,24 +109,34 @@ _CLAIM = (
     + _WAITING
     + """
 local stream, group, consumer, limit = KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[5])
+local leases = KEYS[4]
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 100)) do
   local job = redis.call('HMGET', KEYS[3], id .. ':k', id .. ':p')
   if job[1] and job[2] then redis.call('XADD', stream, '*', 'k', job[1], 'p', job[2]) end
   redis.call('HDEL', KEYS[3], id .. ':k', id .. ':p')
   redis.call('ZREM', KEYS[2], id)
 end
-local out = {}
-local cursor = '0-0'
-repeat
-  local found = redis.call('XAUTOCLAIM', stream, group, consumer, ARGV[4], cursor, 'COUNT', limit - #out)
-  cursor = found[1]
-  for _, entry in ipairs(found[2]) do
-    if type(entry) == 'table' then
-      local count = redis.call('XPENDING', stream, group, entry[1], entry[1], 1)[1][4]
-      table.insert(out, {entry[1], entry[2], count})
+local out, taken = {}, {}
+local function take(entry)
+  if taken[entry[1]] then return end
+  taken[entry[1]] = true
+  local count = redis.call('XPENDING', stream, group, entry[1], entry[1], 1)[1][4]
+  table.insert(out, {entry[1], entry[2], count})
+end
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, limit)) do
+  local entry = redis.call('XCLAIM', stream, group, consumer, ARGV[4], id)[1]
+  if type(entry) == 'table' then take(entry) else redis.call('ZREM', leases, id) end
+end
+if #out < limit and redis.call('SET', KEYS[5], 1, 'NX', 'PX', ARGV[6]) then
+  local cursor = '0-0'
+  repeat
+    local found = redis.call('XAUTOCLAIM', stream, group, consumer, ARGV[4], cursor, 'COUNT', limit - #out)
+    cursor = found[1]
+    for _, entry in ipairs(found[2]) do
+      if type(entry) == 'table' then take(entry) end
     end
-  end
-until #out >= limit or cursor == '0-0'
+  until #out >= limit or cursor == '0-0'
+end
 if #out < limit then
   local read = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', limit - #out, 'STREAMS', stream, '>')
   if read then
@@ -129,6 +150,7 @@ end
 local until_ms = now + tonumber(ARGV[3]) - tonumber(ARGV[4])
 for _, job in ipairs(out) do
   redis.call('XCLAIM', stream, group, consumer, 0, job[1], 'TIME', until_ms, 'JUSTID')
+  redis.call('ZADD', leases, now + tonumber(ARGV[3]), job[1])
 end
 return out
 """
@@ -147,14 +169,16 @@ _EXTEND = (
     + """
 local until_ms = now + tonumber(ARGV[5]) - tonumber(ARGV[6])
 redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[4], 'TIME', until_ms, 'JUSTID')
+redis.call('ZADD', KEYS[#KEYS], now + tonumber(ARGV[5]), ARGV[4])
 return 1
 """
 )
 
-# Takes the owned entry out of the stream.
+# Takes the owned entry out of the stream, and its lease out of ``leases`` (the last key).
 _REMOVE = """
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[4])
 redis.call('XDEL', KEYS[1], ARGV[4])
+redis.call('ZREM', KEYS[#KEYS], ARGV[4])
 """
 
 # The owned entry's fields, a flat list of names and values (empty if the entry was deleted).
@@ -163,7 +187,7 @@ local entry = redis.call('XRANGE', KEYS[1], ARGV[4], ARGV[4])[1]
 local fields = entry and entry[2] or {}
 """
 
-# KEYS[1]: stream. ARGV: group, lease ms, horizon ms, then consumer, count, id of each claim.
+# KEYS: stream, leases. ARGV: group, lease ms, horizon ms, then consumer, count, id of each claim.
 # Renews the lease of each claim that still owns its job: a list of 1 (renewed) or 0 (lost).
 _EXTEND_MANY = (
     NOW
@@ -174,6 +198,7 @@ for i = 4, #ARGV - 2, 3 do
   local held = redis.call('XPENDING', KEYS[1], group, id, id, 1)[1]
   if held ~= nil and held[2] == consumer and held[4] == count then
     redis.call('XCLAIM', KEYS[1], group, consumer, 0, id, 'TIME', until_ms, 'JUSTID')
+    redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), id)
     table.insert(out, 1)
   else
     table.insert(out, 0)
@@ -185,7 +210,7 @@ return out
 
 _ACK = _OWNED + _REMOVE + "return 1"
 
-# KEYS[1]: stream. ARGV: group, then consumer, count, id of each claim. Removes each job its claim still owns.
+# KEYS: stream, leases. ARGV: group, then consumer, count, id of each claim. Removes each job its claim still owns.
 _ACK_MANY = """
 local group = ARGV[1]
 for i = 2, #ARGV - 2, 3 do
@@ -194,12 +219,13 @@ for i = 2, #ARGV - 2, 3 do
   if held ~= nil and held[2] == consumer and held[4] == count then
     redis.call('XACK', KEYS[1], group, id)
     redis.call('XDEL', KEYS[1], id)
+    redis.call('ZREM', KEYS[2], id)
   end
 end
 return 1
 """
 
-# KEYS: stream, delayed, held. ARGV[5]: delay ms. The job goes to the back: at once, or once due.
+# KEYS: stream, delayed, held, leases. ARGV[5]: delay ms. The job goes to the back: at once, or once due.
 _RELEASE = (
     NOW
     + _WAITING
@@ -218,7 +244,7 @@ return 1
 """
 )
 
-# KEYS: stream, dead. ARGV[5]: the error, ARGV[6]: how many dead letters to keep (about).
+# KEYS: stream, dead, leases. ARGV[5]: the error, ARGV[6]: how many dead letters to keep (about).
 _BURY = (
     _WAITING
     + _OWNED
@@ -353,9 +379,9 @@ class RedisQueue(Queue):
             return []
         deadline = time.monotonic() + wait
         consumer = self.consumer
-        keys = [self.stream, self.names.delayed, self.names.held]
+        keys = [self.stream, self.names.delayed, self.names.held, self.names.leases, self.names.rescanned]
         while True:
-            found = self._run(_CLAIM, keys, [consumer, self._lease_ms(lease), self._horizon, limit])
+            found = self._run(_CLAIM, keys, [consumer, self._lease_ms(lease), self._horizon, limit, ms(RESCAN)])
             if isinstance(found, list):
                 return [self._claim(job_id, fields, consumer, int(count)) for job_id, fields, count in found]
             remaining = deadline - time.monotonic()
@@ -399,7 +425,7 @@ class RedisQueue(Queue):
 
     def extend(self, claim: Claim, lease: float) -> bool:
         args = [*self._owner_args(claim), self._lease_ms(lease), self._horizon]
-        return bool(self._run(_EXTEND, [self.stream], args))
+        return bool(self._run(_EXTEND, [self.stream, self.names.leases], args))
 
     def extend_many(self, claims: Sequence[Claim], lease: float) -> list[bool]:
         """One script renews every claim that still owns its job."""
@@ -408,22 +434,28 @@ class RedisQueue(Queue):
         args: list[Any] = [self._lease_ms(lease), self._horizon]
         for claim in claims:
             args += self._owner_args(claim)
-        return [bool(renewed) for renewed in self._run(_EXTEND_MANY, [self.stream], args)]
+        return [bool(renewed) for renewed in self._run(_EXTEND_MANY, [self.stream, self.names.leases], args)]
 
     def ack(self, claim: Claim) -> None:
-        self._run(_ACK, [self.stream], self._owner_args(claim))
+        self._run(_ACK, [self.stream, self.names.leases], self._owner_args(claim))
 
     def ack_many(self, claims: Sequence[Claim]) -> None:
         """One script removes every job its claim still owns."""
         if claims:
-            self._run(_ACK_MANY, [self.stream], [arg for claim in claims for arg in self._owner_args(claim)])
+            self._run(
+                _ACK_MANY,
+                [self.stream, self.names.leases],
+                [arg for claim in claims for arg in self._owner_args(claim)],
+            )
 
     def release(self, claim: Claim, delay: float = 0.0) -> None:
-        keys = [self.stream, self.names.delayed, self.names.held]
+        keys = [self.stream, self.names.delayed, self.names.held, self.names.leases]
         self._run(_RELEASE, keys, [*self._owner_args(claim), ms(delay) if delay > 0 else 0])
 
     def bury(self, claim: Claim, error: str) -> None:
-        self._run(_BURY, [self.stream, self.names.dead], [*self._owner_args(claim), error, DEAD_LETTERS])
+        self._run(
+            _BURY, [self.stream, self.names.dead, self.names.leases], [*self._owner_args(claim), error, DEAD_LETTERS]
+        )
 
     def dead(self, limit: int = 100) -> list[DeadJob]:
         with self.redis.errors(), contextlib.suppress(redis.ResponseError):  # not a stream: no dead letters
