@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from tests.deployments import Answer
 from tests.servers import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -177,16 +178,6 @@ def assert_prints(printed: list[str], output: str) -> None:
             position += 1
         assert position < len(lines), f"the page shows {expected!r}, not printed (in that order):\n{output}"
         position += 1
-
-
-@dataclass
-class Answer:
-    status: int
-    headers: list[tuple[str, str]]
-    body: bytes
-
-    def header(self, name: str) -> str | None:
-        return next((value for key, value in self.headers if key.lower() == name.lower()), None)
 
 
 @dataclass

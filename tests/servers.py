@@ -52,6 +52,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from pathlib import Path
 from typing import Any, NoReturn, Protocol, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -413,3 +414,41 @@ def throwaway_redis_cluster() -> Iterator[RedisCluster]:
         running(RedisCluster(binary, cli, directory)) as cluster,
     ):
         yield cluster
+
+
+# Chromium, from Debian's packages (nothing downloads a browser)
+
+CHROMIUM = os.environ.get("OFFLOAD_TEST_CHROMIUM", "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("OFFLOAD_TEST_CHROMEDRIVER", "/usr/bin/chromedriver")
+
+
+@contextmanager
+def headless_chromium(profile: Path, *arguments: str) -> Iterator[Any]:
+    """A Selenium driver of a headless Chromium with its profile in ``profile``, quit on the way out."""
+    if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)):
+        unavailable("chromium and chromedriver are not installed (apt-get install chromium chromium-driver)")
+    os.environ["SE_OFFLINE"] = "true"  # selenium must not look for a browser or a driver to download
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        unavailable("selenium is not installed (the test extra)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={profile}",
+        *arguments,
+    ):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()

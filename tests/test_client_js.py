@@ -7,8 +7,6 @@ downloaded at run time (``SE_OFFLINE``).
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,43 +14,16 @@ import pytest
 
 from offload.routes import CLIENT_SCRIPT
 from tests.examples import ROOT, Document, Example, example, wait_for
-from tests.servers import unavailable
+from tests.servers import headless_chromium
 
 README = Document(ROOT / "README.md")
-
-CHROMIUM = os.environ.get("OFFLOAD_TEST_CHROMIUM", "/usr/bin/chromium")
-CHROMEDRIVER = os.environ.get("OFFLOAD_TEST_CHROMEDRIVER", "/usr/bin/chromedriver")
 
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)):
-        unavailable("chromium and chromedriver are not installed (apt-get install chromium chromium-driver)")
-    os.environ["SE_OFFLINE"] = "true"  # selenium must not look for a browser or a driver to download
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    options = Options()
-    options.binary_location = CHROMIUM
-    profile = tmp_path_factory.mktemp("chromium-profile")
-    for argument in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        f"--user-data-dir={profile}",
-    ):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_script_timeout(30)
-    try:
+    with headless_chromium(tmp_path_factory.mktemp("chromium-profile")) as driver:
+        driver.set_script_timeout(30)
         yield driver
-    finally:
-        driver.quit()
 
 
 @pytest.fixture(scope="module")

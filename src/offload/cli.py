@@ -25,6 +25,7 @@ import click
 from offload import logs
 from offload.backends import DEFAULT_NAMESPACE, open_backend, resolve_url
 from offload.checks import check_app, check_part
+from offload.cli_options import log_format_option, log_level_option
 from offload.errors import BackendUnavailable, OffloadError
 from offload.keys import target_from_url
 from offload.proxy.command import proxy
@@ -99,24 +100,6 @@ def protocol_option(func: F) -> F:
         default="auto",
         show_default=True,
         help="Treat the app as WSGI or ASGI instead of detecting it.",
-    )(func)
-
-
-def log_level_option(func: F) -> F:
-    return click.option(
-        "--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"])
-    )(func)
-
-
-def log_format_option(func: F) -> F:
-    """``--log-format``: timestamped text lines, or one JSON object per line."""
-    return click.option(
-        "--log-format",
-        type=click.Choice(["text", "json"]),
-        envvar="OFFLOAD_LOG_FORMAT",
-        default="text",
-        show_default=True,
-        help="Log lines as text or as one JSON object per line [env: OFFLOAD_LOG_FORMAT]",
     )(func)
 
 

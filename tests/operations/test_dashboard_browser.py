@@ -20,43 +20,15 @@ from typing import Any
 import pytest
 
 from tests.operations.conftest import OPS_APP
-from tests.servers import unavailable
+from tests.servers import headless_chromium
 from tests.wsgi_e2e.conftest import Stack, free_port, wait_for
-
-CHROMIUM = os.environ.get("OFFLOAD_TEST_CHROMIUM", "/usr/bin/chromium")
-CHROMEDRIVER = os.environ.get("OFFLOAD_TEST_CHROMEDRIVER", "/usr/bin/chromedriver")
 
 
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[Any]:
-    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
-        unavailable(f"no {CHROMIUM} or {CHROMEDRIVER}: apt-get install chromium chromium-driver")
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        unavailable("selenium is not installed: pip install selenium")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--disable-dev-shm-usage",
-        "--window-size=1280,1100",
-        f"--user-data-dir={tmp_path / 'chromium'}",
-    ):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(30)
-    try:
+    with headless_chromium(tmp_path / "chromium", "--disable-dev-shm-usage", "--window-size=1280,1100") as driver:
+        driver.set_page_load_timeout(30)
         yield driver
-    finally:
-        driver.quit()
 
 
 def png_is_not_blank(path: Path) -> bool:

@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from offload import logs
+from offload.cli_options import log_format_option, log_level_option
 from offload.proxy.served import ENVIRONMENT
 from offload.serving import Supervisor, parse_bind
 
@@ -78,17 +79,8 @@ class ProxySupervisor(Supervisor):
     is_flag=True,
     help="Offload's middleware rules instead of RFC 9111's (keyed on vary, kept for ttl).",
 )
-@click.option(
-    "--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"])
-)
-@click.option(
-    "--log-format",
-    type=click.Choice(["text", "json"]),
-    envvar="OFFLOAD_LOG_FORMAT",
-    default="text",
-    show_default=True,
-    help="Log lines as text or as one JSON object per line [env: OFFLOAD_LOG_FORMAT]",
-)
+@log_level_option
+@log_format_option
 def proxy(
     upstream: str,
     bind: str,
