@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from backend_contract import POISON, BackendSpec, add_race, eventually
 
-from offload.backends import Cache, ExpiryRule, IndexEntry
+from offload.backends import Cache, ExpiryRule, IndexEntry, JobFinish, JobStart
 from offload.keys import canonical_path, canonical_query, parse_query
 
 
@@ -72,6 +72,17 @@ def test_touch_reports_a_lost_entry(cache: Cache) -> None:
     assert eventually(lambda: cache.get("k") is None)
     assert cache.touch("k", 60) is False
     assert cache.get("k") is None
+
+
+def test_touch_many_renews_the_live_entries_and_reports_the_lost_ones(cache: Cache) -> None:
+    cache.add("first", b"lease", 2)
+    cache.add("second", b"lease", 2)
+    cache.set("gone", b"x", 0.3)
+    assert eventually(lambda: cache.get("gone") is None)
+    assert cache.touch_many(["first", "never-set", "gone", "second"], 60) == [True, False, False, True]
+    assert cache.touch_many([], 60) == []
+    time.sleep(2.5)  # past the first expiry
+    assert (cache.get("first"), cache.get("second"), cache.get("gone")) == (b"lease", b"lease", None)
 
 
 def test_delete(cache: Cache) -> None:
@@ -296,6 +307,25 @@ def test_start_counted_job_counts_each_start_that_took_the_lock(cache: Cache) ->
     assert cache.incr("starts", 60) == 3, "the same counter as incr()"
 
 
+def test_start_counted_jobs_ends_each_start_as_start_counted_job_would(cache: Cache) -> None:
+    cache.set("answer-b", b"computed", 30)
+    cache.add("running-a", b"elsewhere", 30)  # another worker runs key a
+
+    def start(key: str, marker: bytes = b"m") -> JobStart:
+        return JobStart(f"running-{key}", f"pending-{key}", f"answer-{key}", marker, 30, f"starts-{key}", 60)
+
+    cache.incr("starts-c", 60)  # key c was started once before, by a worker that died
+    results = cache.start_counted_jobs([start("a"), start("b"), start("b", b"copy"), start("c")])
+    epoch = cache.epoch()
+    assert results == [(False, None, 0, 0), (True, b"computed", epoch, 1), (False, None, 0, 0), (True, None, epoch, 2)]
+    assert cache.get("running-a") == b"elsewhere" and cache.get("pending-a") is None, "a's lock left as it was"
+    assert (cache.get("running-b"), cache.get("pending-b")) == (b"m", b"m"), "the first start of b took its lock"
+    assert cache.incr("starts-b", 60) == 2, "the copy of b counted no start"
+    assert cache.get("pending-c") == b"m"
+    assert cache.start_counted_jobs([]) == []
+    assert cache.start_counted_jobs([start("c")]) == [(False, None, 0, 0)]
+
+
 def test_start_job_lock_is_atomic_across_threads(cache: Cache) -> None:
     barrier = threading.Barrier(8)
     taken: list[bool] = []
@@ -444,6 +474,33 @@ def test_finish_job_drops_an_answer_an_expiry_overtook(cache: Cache) -> None:
     taken, _, since = cache.start_job("running", "pending", "answer", b"m", 30)  # the job after the expiry
     assert cache.finish_job("answer", b"new data", 30, answer("/report"), ("pending", "running"), since) is True
     assert cache.get("answer") == b"new data"
+
+
+def test_finish_jobs_ends_each_job_as_finish_job_would(cache: Cache) -> None:
+    for key in ("a", "b", "c"):
+        assert cache.start_job(f"running-{key}", f"pending-{key}", f"answer-{key}", b"m", 30)[0]
+    since = cache.epoch()
+    cache.expire(rule("/b"))  # while the jobs run: b's data is older than this expiry
+    stale = b" (stale)"
+    survived = cache.finish_jobs(
+        [
+            JobFinish("answer-a", b"data a", 30, answer("/a"), ("pending-a", "running-a"), since),
+            JobFinish("answer-b", b"data b", 30, answer("/b"), ("pending-b", "running-b"), since),
+            JobFinish("answer-c", None, 0, None, ("pending-c", "running-c"), since),
+            JobFinish("marker-d", b"learned", 30, None, (), since),
+        ]
+    )
+    assert survived == [True, False, True, True]
+    assert (cache.get("answer-a"), cache.get("answer-b"), cache.get("answer-c")) == (b"data a", None, None)
+    assert cache.get("marker-d") == b"learned"
+    for key in ("a", "b", "c"):
+        assert (cache.get(f"pending-{key}"), cache.get(f"running-{key}")) == (None, None), key
+    assert cache.stats()["cached"] == 1
+    assert cache.finish_jobs([]) == []
+    cache.expire(ExpiryRule("/a", soft=True), lambda value: value + stale)
+    again = JobFinish("answer-a", b"new a", 30, answer("/a"), (), since, lambda value: value + stale)
+    assert cache.finish_jobs([again]) == [False]
+    assert cache.get("answer-a") == b"new a (stale)"
 
 
 def test_finish_job_keeps_an_answer_an_unrelated_expiry_ran_beside(cache: Cache) -> None:

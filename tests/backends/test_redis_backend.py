@@ -11,7 +11,7 @@ import pytest
 from backend_contract import eventually
 from tests.servers import throwaway_redis, with_query
 
-from offload.backends import ExpiryRule, IndexEntry, open_backend
+from offload.backends import ExpiryRule, IndexEntry, JobFinish, JobStart, open_backend
 from offload.backends.expiry_log import EVERYTHING
 from offload.backends.redis import RedisCache
 from offload.backends.redis_queue import RedisQueue
@@ -114,6 +114,26 @@ def test_one_round_trip_per_operation(redis_url: str, monkeypatch: pytest.Monkey
         claim()
         assert trips.of(lambda: queue.extend(claims[-1], 30)) == 1
         assert trips.of(lambda: queue.release(claims[-1], delay=0)) == 1
+    finally:
+        cache.close()
+        queue.close()
+
+
+def test_a_batch_of_job_steps_is_one_round_trip(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache, queue = opened(redis_url, "offload")
+    trips = RoundTrips(monkeypatch)
+    page = IndexEntry("/page", "")
+    batch = [JobStart(f"run{n}", f"pend{n}", f"a{n}", b"m", 30, f"starts{n}", 60) for n in range(20)]
+    try:
+        assert trips.of(lambda: cache.start_counted_jobs(batch)) == 1
+        since = cache.epoch()
+        finishes = [JobFinish(f"a{n}", b"v", 30, page, (f"run{n}", f"pend{n}"), since) for n in range(20)]
+        assert trips.of(lambda: cache.finish_jobs(finishes)) == 1
+        assert trips.of(lambda: cache.touch_many([f"a{n}" for n in range(20)], 30)) == 1
+        cache.redis.client.script_flush()  # as after a restart of the server: it no longer knows the script
+        trips.count = 0
+        assert cache.touch_many(["a0", "a1", "gone"], 30) == [True, True, False]
+        assert trips.count == 3, "the pipeline, the script's load, the runs again"
     finally:
         cache.close()
         queue.close()

@@ -121,6 +121,32 @@ class ExpiryRule:
             return None
 
 
+@dataclass(frozen=True, slots=True)
+class JobStart:
+    """The arguments of one :meth:`Cache.start_counted_job`, so that :meth:`Cache.start_counted_jobs` takes many."""
+
+    running: str
+    pending: str
+    answer: str
+    marker: bytes
+    lease: float
+    counter: str
+    counter_ttl: float
+
+
+@dataclass(frozen=True, slots=True)
+class JobFinish:
+    """The arguments of one :meth:`Cache.finish_job`, so that :meth:`Cache.finish_jobs` takes many."""
+
+    answer: str
+    value: bytes | None
+    ttl: float
+    index: IndexEntry | None
+    done: tuple[str, ...]
+    since: int
+    restamp: Restamp | None = None
+
+
 class Cache(ABC):
     """A key-value store with expiry and an atomic add-if-absent, for one namespace."""
 
@@ -262,6 +288,19 @@ class Cache(ABC):
             return False, None, 0, 0
         return True, existing, epoch, self.incr(counter, counter_ttl)
 
+    def start_counted_jobs(self, starts: Sequence[JobStart]) -> list[tuple[bool, bytes | None, int, int]]:
+        """:meth:`start_counted_job` for each of ``starts``, in order: a worker begins what it claimed together.
+
+        Each start sees the ones before it (of two starts of one key, the
+        second finds the lock taken). The default calls
+        :meth:`start_counted_job` for each; engines that can do them in one
+        round trip override it.
+        """
+        return [
+            self.start_counted_job(s.running, s.pending, s.answer, s.marker, s.lease, s.counter, s.counter_ttl)
+            for s in starts
+        ]
+
     def finish_job(
         self,
         answer: str,
@@ -296,6 +335,24 @@ class Cache(ABC):
         for key in done:
             self.delete(key)
         return survived
+
+    def finish_jobs(self, finishes: Sequence[JobFinish]) -> list[bool]:
+        """:meth:`finish_job` for each of ``finishes``, in order; what each returned.
+
+        A worker stores the answers of the jobs that ended together. If the
+        engine fails part way, some may be done: each is safe to do again.
+        The default calls :meth:`finish_job` for each; engines that can do
+        them in one round trip override it.
+        """
+        return [self.finish_job(f.answer, f.value, f.ttl, f.index, f.done, f.since, f.restamp) for f in finishes]
+
+    def touch_many(self, keys: Sequence[str], ttl: float) -> list[bool]:
+        """:meth:`touch` each key, in order: a heartbeat renews the markers of every job in flight.
+
+        The default calls :meth:`touch` for each; engines that can renew them
+        in one round trip override it.
+        """
+        return [self.touch(key, ttl) for key in keys]
 
     def generation(self) -> int | None:
         """A number that changes whenever :meth:`expire` removes answers, in any process.

@@ -93,7 +93,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from offload.backends import DEFAULT_NAMESPACE, Cache, Claim, DeadJob, ExpiryRule, IndexEntry, Queue
-from offload.backends.base import QueuedJob, Restamp, as_bytes
+from offload.backends.base import JobFinish, JobStart, QueuedJob, Restamp, as_bytes
 from offload.backends.sql_common import (
     LOG_SECONDS,
     claimed,
@@ -244,7 +244,8 @@ WITH created AS (
 SELECT epoch FROM created UNION ALL SELECT epoch FROM {epochs} WHERE namespace = %(ns)s
 """
 
-_START_JOB = f"""
+# Takes the lock, and only if taken marks the key running (the part both starts share).
+_START_CTES = f"""
 WITH created AS (
     INSERT INTO {{epochs}} (namespace, epoch) VALUES (%(ns)s, 0) ON CONFLICT (namespace) DO NOTHING
 ), locked AS (
@@ -259,11 +260,31 @@ WITH created AS (
     SELECT %(pending)s, %(marker)s, now() + %(lease)s {_SECONDS}, %(ns)s FROM locked
     ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires = excluded.expires,
         namespace = excluded.namespace, path = NULL, query = NULL, failed = false, tags = NULL
-)
+)"""
+
+_STARTED = """
 SELECT EXISTS (SELECT 1 FROM locked),
-    (SELECT value FROM {{cache}} WHERE key = %(answer)s AND expires > now()),
-    COALESCE((SELECT epoch FROM {{epochs}} WHERE namespace = %(ns)s), 0)
-"""
+    (SELECT value FROM {cache} WHERE key = %(answer)s AND expires > now()),
+    COALESCE((SELECT epoch FROM {epochs} WHERE namespace = %(ns)s), 0)"""
+
+_START_JOB = _START_CTES + _STARTED
+
+# As _START_JOB, and the start counted as _INCR counts, in the same statement.
+_START_COUNTED_JOB = (
+    _START_CTES
+    + f""", counted AS (
+    INSERT INTO {{cache}} AS c (key, value, expires, namespace)
+    SELECT %(counter)s, '1'::bytea, now() + %(counter_ttl)s {_SECONDS}, %(ns)s FROM locked
+    ON CONFLICT (key) DO UPDATE SET
+        value = CASE WHEN {_COUNTING} THEN convert_to((encode(c.value, 'escape')::bigint + 1)::text, 'UTF8')
+            ELSE excluded.value END,
+        expires = CASE WHEN {_COUNTING} THEN c.expires ELSE excluded.expires END,
+        namespace = excluded.namespace, path = NULL, query = NULL, failed = false, tags = NULL
+    RETURNING value
+)"""
+    + _STARTED
+    + ", (SELECT value FROM counted)"
+)
 
 # Store, and drop the markers unless an expiry logged since the job began may select the answer:
 # "clear" is false when a logged rule's path pattern and tag fit, or when the log does not hold
@@ -615,6 +636,54 @@ class PostgresCache(Cache):
             return False, None, 0
         return True, as_bytes(row[1]), int(row[2])
 
+    def start_counted_job(
+        self, running: str, pending: str, answer: str, marker: bytes, lease: float, counter: str, counter_ttl: float
+    ) -> tuple[bool, bytes | None, int, int]:
+        """One statement: the lock, the marker, the answer, the epoch and the count."""
+        return self.start_counted_jobs([JobStart(running, pending, answer, marker, lease, counter, counter_ttl)])[0]
+
+    def start_counted_jobs(self, starts: Sequence[JobStart]) -> list[tuple[bool, bytes | None, int, int]]:
+        """The statement of :meth:`start_counted_job` once per start, in one pipeline: one round trip.
+
+        The pipeline is one transaction; its starts run in the order of their
+        lock keys (two of one key in the order given), so two workers that
+        begin the same keys at once lock them in the same order.
+        """
+        if not starts:
+            return []
+        query = self.db.sql(_START_COUNTED_JOB)
+        params = [
+            {
+                "ns": self.namespace,
+                "running": s.running,
+                "pending": s.pending,
+                "answer": s.answer,
+                "marker": s.marker,
+                "lease": s.lease,
+                "counter": s.counter,
+                "counter_ttl": s.counter_ttl,
+            }
+            for s in starts
+        ]
+        rows = self.db.run(lambda conn: _pipelined(conn, query, params, [s.running for s in starts]))
+        return [
+            (True, as_bytes(row[1]), int(row[2]), int(bytes(row[3])))
+            if row is not None and row[0]
+            else (False, None, 0, 0)
+            for row in rows
+        ]
+
+    def touch_many(self, keys: Sequence[str], ttl: float) -> list[bool]:
+        """One statement renews every live key."""
+        if not keys:
+            return []
+        query = self.db.sql(
+            f"UPDATE {{cache}} SET expires = now() + %s {_SECONDS} WHERE key = ANY(%s::text[]) AND expires > now() "
+            "RETURNING key"
+        )
+        found = {row[0] for row in self.db.run(lambda conn: conn.execute(query, (ttl, list(keys))).fetchall())}
+        return [key in found for key in keys]
+
     def finish_job(
         self,
         answer: str,
@@ -625,28 +694,60 @@ class PostgresCache(Cache):
         since: int,
         restamp: Restamp | None = None,
     ) -> bool:
+        return self.finish_jobs([JobFinish(answer, value, ttl, index, tuple(done), since, restamp)])[0]
+
+    def finish_jobs(self, finishes: Sequence[JobFinish]) -> list[bool]:
+        """The statement of each finish in one pipeline (one transaction, in the order of the answers' keys).
+
+        A finish an expiry may have overtook is settled after, a round trip of its own.
+        """
+        if not finishes:
+            return []
+        if len(finishes) == 1:  # one statement, no pipeline
+            query, params = self._finishing(finishes[0])
+            reads = finishes[0].index is not None and finishes[0].value is not None
+            rows = [self.db.run(lambda conn: _fetched(conn.execute(query, params), reads))]
+        else:
+            rows = self.db.run(lambda conn: self._finish_all(conn, finishes))
+        survived = []
+        for finish, row in zip(finishes, rows, strict=True):
+            if finish.value is not None:
+                self._wrote()
+            if finish.value is None or finish.index is None or (row is not None and row[0]):
+                survived.append(True)
+            else:
+                survived.append(
+                    self._settle(finish.answer, finish.value, finish.index, finish.done, finish.since, finish.restamp)
+                )
+        return survived
+
+    def _finish_all(self, conn: psycopg.Connection[Any], finishes: Sequence[JobFinish]) -> list[Any]:
+        order = sorted(range(len(finishes)), key=lambda i: finishes[i].answer)
+        cursors: dict[int, psycopg.Cursor[Any]] = {}
+        with conn.pipeline():
+            for i in order:
+                query, params = self._finishing(finishes[i])
+                cursors[i] = conn.execute(query, params)
+        return [
+            _fetched(cursors[i], finishes[i].index is not None and finishes[i].value is not None)
+            for i in range(len(finishes))
+        ]
+
+    def _finishing(self, finish: JobFinish) -> tuple[sql.Composed, dict[str, Any]]:
+        """The statement that ends a job, and its parameters."""
+        answer, value, index, done = finish.answer, finish.value, finish.index, list(finish.done)
         if value is None:
-            drop = self.db.sql("DELETE FROM {cache} WHERE key = ANY(%s::text[])")
-            self.db.run(lambda conn: conn.execute(drop, (list(done),)))
-            return True
+            return self.db.sql("DELETE FROM {cache} WHERE key = ANY(%(done)s::text[])"), {"done": done}
         params = {
-            **self._row(answer, value, ttl, index),
-            "done": list(done),
-            "since": since,
+            **self._row(answer, value, finish.ttl, index),
+            "done": done,
+            "since": finish.since,
             "channel": self.channel,
             "announce": len(answer.encode()) <= NOTIFY_PAYLOAD,
         }
         if index is None:
-            query = self.db.sql(_STORE_AND_DROP)
-            self.db.run(lambda conn: conn.execute(query, params))
-            self._wrote()
-            return True
-        query = self.db.sql(_FINISH_JOB)
-        row = self.db.run(lambda conn: conn.execute(query, {**params, "tagged": list(index.tags)}).fetchone())
-        self._wrote()
-        if row is not None and row[0]:
-            return True
-        return self._settle(answer, value, index, done, since, restamp)
+            return self.db.sql(_STORE_AND_DROP), params
+        return self.db.sql(_FINISH_JOB), {**params, "tagged": list(index.tags)}
 
     def _settle(
         self, answer: str, value: bytes, index: IndexEntry, done: Sequence[str], since: int, restamp: Restamp | None
@@ -684,6 +785,24 @@ class PostgresCache(Cache):
 
     def close(self) -> None:
         self.db.close()
+
+
+def _pipelined(
+    conn: psycopg.Connection[Any], query: sql.Composed, params: Sequence[dict[str, Any]], keys: Sequence[str]
+) -> list[Any]:
+    """``query`` once per ``params``, in the order of ``keys``, in one pipeline; each one's row, in the given order."""
+    if len(params) == 1:
+        return [conn.execute(query, params[0]).fetchone()]
+    cursors: dict[int, psycopg.Cursor[Any]] = {}
+    with conn.pipeline():
+        for i in sorted(range(len(params)), key=keys.__getitem__):
+            cursors[i] = conn.execute(query, params[i])
+    return [cursors[i].fetchone() for i in range(len(params))]
+
+
+def _fetched(cursor: psycopg.Cursor[Any], reads: bool) -> Any:
+    """The row of a finishing statement that reads one back (the check for expiries), else None."""
+    return cursor.fetchone() if reads else None
 
 
 class Watcher:

@@ -58,7 +58,7 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from offload.backends.base import DEFAULT_NAMESPACE, Cache, ExpiryRule, IndexEntry, Restamp
+from offload.backends.base import DEFAULT_NAMESPACE, Cache, ExpiryRule, IndexEntry, JobFinish, JobStart, Restamp
 from offload.backends.expiry_log import EXPIRY_LOG_SECONDS, first_expiry
 from offload.backends.redis_connection import NOW, Names, RedisConnection, bytes_or_none, live_namespaces, ms, redis
 from offload.backends.redis_expiry import ExpiryListener
@@ -277,6 +277,11 @@ class RedisCache(Cache):
     def touch(self, key: str, ttl: float) -> bool:
         return bool(self.index.run(_TOUCH, [self.names.key(key)], [ms(ttl)]))
 
+    def touch_many(self, keys: Sequence[str], ttl: float) -> list[bool]:
+        """The touch script once per key, in one pipeline."""
+        replies = self.index.run_many(_TOUCH, [([self.names.key(key)], [ms(ttl)]) for key in keys])
+        return [bool(reply) for reply in replies]
+
     def delete(self, key: str) -> None:
         self.index.run(_DELETE, [self.names.key(key)], [])
 
@@ -301,11 +306,24 @@ class RedisCache(Cache):
         self, running: str, pending: str, answer: str, marker: bytes, lease: float, counter: str, counter_ttl: float
     ) -> tuple[bool, bytes | None, int, int]:
         """One script: the lock, the marker, the answer, the epoch and the count."""
-        keys = [*map(self.names.key, (running, pending, answer)), self.names.epoch, self.names.key(counter)]
-        reply: Any = self.redis.run(_START_COUNTED_JOB, keys, [marker, ms(lease), ms(counter_ttl)])
-        if not reply[0]:
-            return False, None, 0, 0
-        return True, bytes_or_none(reply[3]) if len(reply) > 3 else None, int(reply[1]), int(reply[2])
+        return self.start_counted_jobs([JobStart(running, pending, answer, marker, lease, counter, counter_ttl)])[0]
+
+    def start_counted_jobs(self, starts: Sequence[JobStart]) -> list[tuple[bool, bytes | None, int, int]]:
+        """The script of :meth:`start_counted_job` once per start, in one pipeline (run in order)."""
+        key, epoch = self.names.key, self.names.epoch
+        calls = [
+            (
+                [key(s.running), key(s.pending), key(s.answer), epoch, key(s.counter)],
+                [s.marker, ms(s.lease), ms(s.counter_ttl)],
+            )
+            for s in starts
+        ]
+        replies: list[Any] = (
+            [self.redis.run(_START_COUNTED_JOB, *calls[0])]
+            if len(calls) == 1
+            else self.redis.run_many(_START_COUNTED_JOB, calls)
+        )
+        return [_started(reply) for reply in replies]
 
     def finish_job(
         self,
@@ -317,18 +335,33 @@ class RedisCache(Cache):
         since: int,
         restamp: Restamp | None = None,
     ) -> bool:
-        answer, done = self.names.key(answer), [self.names.key(key) for key in done]
+        finish = JobFinish(answer, value, ttl, index, tuple(done), since, restamp)
+        return self._settle(finish, self.index.run(*self._finishing(finish)))
+
+    def finish_jobs(self, finishes: Sequence[JobFinish]) -> list[bool]:
+        """The finish script once per job, in one pipeline; one trip more for each that an expiry overtook."""
+        replies = self.index.run_many(_FINISH, [self._finishing(finish)[1:] for finish in finishes])
+        return [self._settle(finish, reply) for finish, reply in zip(finishes, replies, strict=True)]
+
+    def _finishing(self, finish: JobFinish) -> tuple[str, list[Any], list[Any]]:
+        """The script, keys and arguments that store a job's answer and drop its markers."""
+        answer, done = self.names.key(finish.answer), [self.names.key(key) for key in finish.done]
         keys = [answer, self.names.epoch, self.names.log, *done]
-        args = ["none"] if value is None else ["store", *_stored(answer, value, ttl, index)]
-        args += [""] * (5 - len(args)) + [since, self.names.stored]
-        reply: Any = self.index.run(_FINISH, keys, args)
+        args = ["none"] if finish.value is None else ["store", *_stored(answer, finish.value, finish.ttl, finish.index)]
+        args += [""] * (5 - len(args)) + [finish.since, self.names.stored]
+        return _FINISH, keys, args
+
+    def _settle(self, finish: JobFinish, reply: Any) -> bool:
+        """After the finish script: if it found expiries logged since the job began, match them and end the job."""
+        value, index, since = finish.value, finish.index, finish.since
         if reply[0] or value is None or index is None:
             return True
         rule = first_expiry(since, int(reply[1]), int(reply[2]), reply[3], index)
         action, rewritten = "keep", None
         if rule is not None:
-            rewritten = restamp(value) if (rule.soft and restamp is not None) else None
+            rewritten = finish.restamp(value) if (rule.soft and finish.restamp is not None) else None
             action = "drop" if rewritten is None else "rewrite"
+        answer, done = self.names.key(finish.answer), [self.names.key(key) for key in finish.done]
         self.index.run(_FINISH_AFTER, [answer, *done], [action, sha1(value), rewritten or b"", self.names.stored])
         return rule is None
 
@@ -421,6 +454,13 @@ class _Watch:
 
     def message(self, data: bytes) -> None:
         self.on_stored(self.names.caller_key(data.decode("utf-8", "surrogateescape")))
+
+
+def _started(reply: Any) -> tuple[bool, bytes | None, int, int]:
+    """What the start script answered: taken, the answer, the epoch and the count."""
+    if not reply[0]:
+        return False, None, 0, 0
+    return True, bytes_or_none(reply[3]) if len(reply) > 3 else None, int(reply[1]), int(reply[2])
 
 
 def _stored(key: str, value: bytes, ttl: float, index: IndexEntry | None) -> list[Any]:

@@ -28,7 +28,7 @@ script. Answers that expire stay indexed until swept: ``stats`` and
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from offload.backends.base import ExpiryRule, IndexEntry, Restamp
@@ -163,6 +163,10 @@ class Index:
     def run(self, source: str, keys: list[Any], args: list[Any]) -> Any:
         """Run a cache script (one that starts with :data:`LIBRARY`)."""
         return self.redis.run(source, [*self.keys, *keys], [*self.args, *args])
+
+    def run_many(self, source: str, calls: Sequence[tuple[list[Any], list[Any]]]) -> list[Any]:
+        """:meth:`run` once per ``(keys, args)``, in one pipeline (see :meth:`RedisConnection.run_many`)."""
+        return self.redis.run_many(source, [([*self.keys, *keys], [*self.args, *args]) for keys, args in calls])
 
     async def arun(self, source: str, keys: list[Any], args: list[Any]) -> Any:
         return await self.redis.arun(source, [*self.keys, *keys], [*self.args, *args])
