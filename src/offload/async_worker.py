@@ -8,7 +8,12 @@ a task through :class:`~offload.replay.AsgiReplayer`, and takes it through
 the same steps as the thread engine (:class:`~offload.job_steps.JobSteps`):
 begin, tries with backoff, store, acknowledge, retry or bury. Those steps
 call the backend, which blocks, so they run in a small thread pool
-(``backend_threads``), never on the loop.
+(``backend_threads``), never on the loop. They run for many jobs at once: the
+jobs of one claim are begun in one call
+(:meth:`~offload.job_steps.JobSteps.begin_many`), and the answers that came
+while one batch was stored are stored, then acknowledged, together
+(:meth:`~offload.job_steps.JobSteps.conclude_many`), so a trivial job costs a
+share of a few round trips and hand-offs instead of two of each.
 
 One heartbeat task renews the leases of every job in flight in one call
 (:meth:`~offload.backends.Queue.extend_many`). A job past ``job_timeout`` is
@@ -22,7 +27,6 @@ thread engine (``offload worker --engine threads``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import functools
 import logging
@@ -31,10 +35,10 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from offload import tags
-from offload.backends import Claim
 from offload.core import Offloader
 from offload.errors import BackendUnavailable
 from offload.job_steps import Backoff, Engine, Job, Replayed, install_signal_handlers, queue_backoff
@@ -49,6 +53,15 @@ T = TypeVar("T")
 #: as the PostgreSQL backend keeps idle connections: a thread more opens and closes a connection per call
 #: (measured: 528 jobs/s with 16 threads, 742 with 8, trivial jobs on PostgreSQL).
 BACKEND_THREADS = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A job that ended, the answer to store for it, and what its task waits on until that is done."""
+
+    job: Job
+    response: CachedResponse
+    stored: asyncio.Future[None]
 
 
 class AsyncWorker(Engine):
@@ -80,8 +93,8 @@ class AsyncWorker(Engine):
         self.backend_threads = backend_threads
         self._jobs: dict[asyncio.Task[None], Job] = {}
         self._executor: ThreadPoolExecutor | None = None
-        self._acks: deque[Claim] = deque()  # jobs stored, not yet acknowledged (appended to from the pool's threads)
-        self._acks_due: asyncio.Event | None = None
+        self._outcomes: deque[Outcome] = deque()  # jobs that ended, their answers not yet stored
+        self._stores_due: asyncio.Event | None = None
 
     def run(self, install_signals: bool = True) -> int:
         """Process jobs until stopped (or, with ``burst``, until the queue is empty); return an exit code."""
@@ -92,8 +105,8 @@ class AsyncWorker(Engine):
     async def serve(self) -> int:
         """The worker on the running loop: claim, run, renew, until stopped; returns the exit code."""
         self._executor = ThreadPoolExecutor(self.backend_threads, thread_name_prefix="offload-backend")
-        self._acks_due = asyncio.Event()
-        acker = asyncio.create_task(self._acknowledge())
+        self._stores_due = asyncio.Event()
+        storer = asyncio.create_task(self._store())
         heartbeat = asyncio.create_task(self._heartbeat())
         claimer = asyncio.create_task(self._claim_loop())
         aborted = asyncio.create_task(self._wait_for(self.aborting))
@@ -110,10 +123,10 @@ class AsyncWorker(Engine):
                 return 1
             return 0
         finally:
-            for task in (heartbeat, claimer, aborted, acker):
+            for task in (heartbeat, claimer, aborted, storer):
                 task.cancel()
-            await asyncio.gather(heartbeat, claimer, aborted, acker, return_exceptions=True)
-            await self._ack_now()
+            await asyncio.gather(heartbeat, claimer, aborted, storer, return_exceptions=True)
+            await self._store_now()  # what ended since the last batch; a batch in flight ends in the pool
             await self.replay.aclose()
             self._executor.shutdown(wait=True)
             self._executor = None
@@ -152,18 +165,23 @@ class AsyncWorker(Engine):
             if self.aborting.is_set():  # taken while the worker was told to hand its jobs back
                 await self._call(self.steps.hand_back, [Job(claim) for claim in claims])
                 return
-            for claim in claims:
-                job = Job(claim)
-                task = asyncio.create_task(self._process(job), name=f"offload-job-{claim.job_id}")
+            jobs = [Job(claim) for claim in claims]
+            begun = asyncio.ensure_future(self._call(self.steps.begin_many, jobs))  # one hand-off for the claim
+            for number, job in enumerate(jobs):
+                task = asyncio.create_task(self._process(job, begun, number), name=f"offload-job-{job.claim.job_id}")
                 self._jobs[task] = job
                 task.add_done_callback(self._jobs.pop)
 
     # -- one job --------------------------------------------------------------------------
 
-    async def _process(self, job: Job) -> None:
-        """Run one claimed job to its end; a cancellation (a second SIGTERM) leaves it to be handed back."""
+    async def _process(self, job: Job, begun: asyncio.Future[list[bool]], number: int) -> None:
+        """Run one claimed job to its end; a cancellation (a second SIGTERM) leaves it to be handed back.
+
+        ``begun`` is the beginning of the claim's jobs, this one ``number`` of them.
+        """
         try:
-            if not await self._call(self.steps.begin, job) or job.request is None:
+            # Shielded: the other jobs of the claim wait for the same beginning.
+            if not (await asyncio.shield(begun))[number] or job.request is None:
                 return
             tries = asyncio.create_task(self._run_with_retries(job.request))
             try:
@@ -178,10 +196,13 @@ class AsyncWorker(Engine):
                     await self._call(self.steps.time_out, job)
                 return
             if self.steps.claim_outcome(job):
-                # Shielded: a second SIGTERM must not cancel a store that is queued for the pool and not yet begun.
-                await asyncio.shield(self._call(self.steps.conclude, job, tries.result(), self._acks.append))
-                if self._acks_due is not None:
-                    self._acks_due.set()
+                # The job holds its slot (and its lease is renewed) until its answer is stored. Shielded: a
+                # second SIGTERM does not take back a store that was queued; the worker stores it before it ends.
+                stored = asyncio.get_running_loop().create_future()
+                self._outcomes.append(Outcome(job, tries.result(), stored))
+                if self._stores_due is not None:
+                    self._stores_due.set()
+                await asyncio.shield(stored)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -212,26 +233,30 @@ class AsyncWorker(Engine):
             return Replayed(started, error=error)
         return Replayed(started, response, tuple(tagged))
 
-    # -- acknowledging ---------------------------------------------------------------------
+    # -- storing -------------------------------------------------------------------------
 
-    async def _acknowledge(self) -> None:
-        """Acknowledge stored jobs together: what was stored while one batch was acknowledged makes the next."""
-        while self._acks_due is not None:
-            await self._acks_due.wait()
-            self._acks_due.clear()
-            await asyncio.shield(self._ack_now())  # a batch taken is acknowledged, even as the worker stops
+    async def _store(self) -> None:
+        """Store answers together: what ended while one batch was stored makes the next."""
+        while self._stores_due is not None:
+            await self._stores_due.wait()
+            self._stores_due.clear()
+            await asyncio.shield(self._store_now())  # a batch taken is stored, even as the worker stops
 
-    async def _ack_now(self) -> None:
-        batch: list[Claim] = []
-        with contextlib.suppress(IndexError):  # popped one by one: the pool's threads may append meanwhile
-            while True:
-                batch.append(self._acks.popleft())
+    async def _store_now(self) -> None:
+        """Store and acknowledge every answer not yet stored, in one hand-off (see :meth:`JobSteps.conclude_many`)."""
+        batch = list(self._outcomes)
+        self._outcomes.clear()
         if not batch:
             return
         try:
-            await self._call(self.offloader.queue.ack_many, batch)
-        except BackendUnavailable as error:  # they come back after their lease and are dropped then
-            log.error("cannot acknowledge %d job(s) (%s)", len(batch), error)
+            await self._call(self.steps.conclude_many, [(outcome.job, outcome.response) for outcome in batch])
+        except Exception:
+            # A driver's error or a bug: the jobs stay leased and come back after their lease.
+            log.exception("storing the answers of %d job(s) failed unexpectedly", len(batch))
+        finally:
+            for outcome in batch:
+                if not outcome.stored.done():
+                    outcome.stored.set_result(None)
 
     # -- leases and handing back ---------------------------------------------------------
 

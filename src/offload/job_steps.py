@@ -33,7 +33,7 @@ from urllib.parse import quote
 
 from offload import freshness, tags
 from offload.answers import own_answer
-from offload.backends import Claim, IndexEntry
+from offload.backends import Claim, IndexEntry, JobFinish, JobStart
 from offload.core import Offloader, keys_of
 from offload.errors import BackendUnavailable, CorruptRecord
 from offload.keys import canonical_path, personal_key, variant_key
@@ -97,8 +97,46 @@ class JobSteps:
         acknowledged; a job started too often becomes a dead letter. For a job
         to run, ``job.request`` and ``job.epoch`` are set.
         """
-        claim = job.claim
-        offloader, queue, cache = self.offloader, self.offloader.queue, self.offloader.cache
+        return self.begin_many([job])[0]
+
+    def begin_many(self, jobs: Sequence[Job]) -> list[bool]:
+        """:meth:`begin` each job, their locks taken in one call (:meth:`~offload.backends.Cache.start_counted_jobs`).
+
+        Every rule of :meth:`begin` holds for each job; of two jobs of one
+        key, the second finds the key running. If the backend cannot be
+        reached, every job is handed back.
+        """
+        offloader, settings = self.offloader, self.settings
+        requests = [self._decoded(job.claim) for job in jobs]
+        valid = [(job, request) for job, request in zip(jobs, requests, strict=True) if request is not None]
+        started = {id(job): False for job in jobs}
+        marker, lease = PendingMarker("running", time.time(), 1).encode(), settings.lease
+        starts = [
+            JobStart(
+                offloader.running_key(request.key),
+                offloader.pending_key(request.key),
+                offloader.response_key(request.key),
+                marker,
+                lease,
+                offloader.attempts_key(request.key),
+                settings.pending_ttl,
+            )
+            for _, request in valid
+        ]
+        try:
+            results = offloader.cache.start_counted_jobs(starts) if starts else []
+        except BackendUnavailable as error:
+            for job, _ in valid:
+                log.error("cannot start job %s (%s); it will be retried", job.claim.job_id, error)
+                self.release(job.claim)
+            return [False] * len(jobs)
+        for (job, request), result in zip(valid, results, strict=True):
+            started[id(job)] = self._started(job, request, *result)
+        return [started[id(job)] for job in jobs]
+
+    def _decoded(self, claim: Claim) -> StoredRequest | None:
+        """The request a claimed job carries, or None for one not in offload's format (dropped here)."""
+        offloader = self.offloader
         try:
             request = StoredRequest.decode(claim.payload)
             if (request.primary, request.key) != keys_of(request, offloader.policy) or request.key != claim.key:
@@ -107,29 +145,30 @@ class JobSteps:
             log.warning("dropping job %s: not in offload's format (%s)", claim.job_id, error)
             self.ack(claim)
             with contextlib.suppress(BackendUnavailable):  # let the next miss queue a good job
-                cache.delete(offloader.pending_key(claim.key))
+                offloader.cache.delete(offloader.pending_key(claim.key))
+            return None
+        return request
+
+    def _started(
+        self, job: Job, request: StoredRequest, taken: bool, existing: bytes | None, epoch: int, starts: int
+    ) -> bool:
+        """What a job's start found decides whether it runs: :meth:`begin`'s rules after the lock."""
+        claim, key = job.claim, request.key
+        if not taken:
+            # Another worker runs this key, or died running it. Leave this copy
+            # leased: it comes back after the lease and is dropped then if the
+            # other run stored an answer, or run if the other worker is gone.
+            log.debug("job %s for %s runs elsewhere; looking again after the lease", claim.job_id, key)
             return False
-        key = request.key
-        running, pending, answer = offloader.running_key(key), offloader.pending_key(key), offloader.response_key(key)
-        try:
-            marker = PendingMarker("running", time.time(), 1).encode()
-            attempts, lease = offloader.attempts_key(key), self.settings.lease
-            taken, existing, epoch, starts = cache.start_counted_job(
-                running, pending, answer, marker, lease, attempts, self.settings.pending_ttl
-            )
-            if not taken:
-                # Another worker runs this key, or died running it. Leave this copy
-                # leased: it comes back after the lease and is dropped then if the
-                # other run stored an answer, or run if the other worker is gone.
-                log.debug("job %s for %s runs elsewhere; looking again after the lease", claim.job_id, key)
-                return False
-            if is_fresh(existing, request.enqueued):  # a copy of a job that already ran
-                cache.finish_job(answer, None, 0, None, self.markers(key), epoch)
-                queue.ack(claim)
-                return False
-        except BackendUnavailable as error:
-            log.error("cannot start job %s (%s); it will be retried", claim.job_id, error)
-            self.release(claim)
+        if is_fresh(existing, request.enqueued):  # a copy of a job that already ran
+            try:
+                self.offloader.cache.finish_job(
+                    self.offloader.response_key(key), None, 0, None, self.markers(key), epoch
+                )
+                self.offloader.queue.ack(claim)
+            except BackendUnavailable as error:
+                log.error("cannot start job %s (%s); it will be retried", claim.job_id, error)
+                self.release(claim)
             return False
         job.request, job.epoch = request, epoch
         if starts > self.settings.max_deliveries:
@@ -236,23 +275,83 @@ class JobSteps:
         try:
             shared = self.store(request, response, job.epoch)
             (ack or self.offloader.queue.ack)(claim)
-            self.jobs_done += 1
-            self.store_failures.pop(request.key, None)
-            waited = time.time() - request.enqueued
-            self.emit("job.stored", request, status=response.status, shared=shared, waited=waited)
         except BackendUnavailable as error:
-            self.emit("job.store_failed", request, error=str(error))
-            failures = self.store_failures[request.key] = self.store_failures.get(request.key, 0) + 1
-            delay = min(60.0, self.settings.retry_backoff * 2 ** (failures - 1))
-            log.error(
-                "cannot store the answer of job %s (%s); it runs again in %.1fs at the back of the queue",
-                claim.job_id,
-                error,
-                delay,
-            )
-            with contextlib.suppress(BackendUnavailable):
-                self.offloader.cache.delete(self.offloader.running_key(request.key))
-            self.release(claim, delay=delay)
+            self._store_failed(job, error)
+            return
+        self._stored(request, response, shared)
+
+    def conclude_many(self, outcomes: Sequence[tuple[Job, CachedResponse]]) -> None:
+        """:meth:`conclude` each job: their answers stored in one call, then acknowledged in one.
+
+        The store of each is decided as :meth:`store` decides it; the jobs whose
+        store takes more than one step (a ``Vary`` learned) are stored on their
+        own, after the others. A job whose store fails is handed back with its
+        backoff, as :meth:`conclude` does; one whose acknowledgement is lost
+        comes back after its lease and is dropped then.
+        """
+        batched: list[tuple[Job, StoredRequest, CachedResponse, bool, JobFinish]] = []
+        alone: list[tuple[Job, CachedResponse]] = []
+        for job, response in outcomes:
+            request = job.request
+            if request is None:  # pragma: no cover - set before any outcome exists
+                continue
+            try:
+                shared, finishes = self.storing(request, response, job.epoch)
+            except BackendUnavailable as error:  # the read of a failed refresh's good copy
+                self._store_failed(job, error)
+                continue
+            if len(finishes) == 1:
+                batched.append((job, request, response, shared, finishes[0]))
+            else:
+                alone.append((job, response))
+        stored: list[tuple[Job, StoredRequest, CachedResponse, bool]] = []
+        try:
+            self.offloader.cache.finish_jobs([finish for *_, finish in batched])
+            stored = [(job, request, response, shared) for job, request, response, shared, _ in batched]
+        except BackendUnavailable as error:
+            for job, *_ in batched:
+                self._store_failed(job, error)
+        for job, response in alone:
+            request = job.request
+            if request is None:  # pragma: no cover - set before any outcome exists
+                continue
+            try:
+                stored.append((job, request, response, self.store(request, response, job.epoch)))
+            except BackendUnavailable as error:
+                self._store_failed(job, error)
+        if not stored:
+            return
+        try:
+            self.offloader.queue.ack_many([job.claim for job, *_ in stored])
+        except BackendUnavailable as error:
+            log.error("cannot acknowledge %d job(s) (%s)", len(stored), error)
+        for _, request, response, shared in stored:
+            self._stored(request, response, shared)
+
+    def _stored(self, request: StoredRequest, response: CachedResponse, shared: bool) -> None:
+        """A job's answer is in place: count it and tell."""
+        self.jobs_done += 1
+        self.store_failures.pop(request.key, None)
+        waited = time.time() - request.enqueued
+        self.emit("job.stored", request, status=response.status, shared=shared, waited=waited)
+
+    def _store_failed(self, job: Job, error: BackendUnavailable) -> None:
+        """A job's answer could not be stored: unlock its key and hand it back, to run again after a backoff."""
+        request, claim = job.request, job.claim
+        if request is None:  # pragma: no cover - set before any outcome exists
+            return
+        self.emit("job.store_failed", request, error=str(error))
+        failures = self.store_failures[request.key] = self.store_failures.get(request.key, 0) + 1
+        delay = min(60.0, self.settings.retry_backoff * 2 ** (failures - 1))
+        log.error(
+            "cannot store the answer of job %s (%s); it runs again in %.1fs at the back of the queue",
+            claim.job_id,
+            error,
+            delay,
+        )
+        with contextlib.suppress(BackendUnavailable):
+            self.offloader.cache.delete(self.offloader.running_key(request.key))
+        self.release(claim, delay=delay)
 
     def time_out(self, job: Job) -> None:
         """Store a 504 for a job past ``job_timeout`` (the caller took the right to end it), or hand it back."""
@@ -268,20 +367,38 @@ class JobSteps:
     def store(self, request: StoredRequest, response: CachedResponse, epoch: int) -> bool:
         """Store an answer where and for as long as it may be kept, then drop the job's markers.
 
+        Returns whether the answer is shared (False for one meant for its
+        client only, or none stored). The steps are :meth:`storing`'s, taken
+        in turn.
+        """
+        shared, finishes = self.storing(request, response, epoch)
+        cache = self.offloader.cache
+        for finish in finishes:
+            cache.finish_job(
+                finish.answer, finish.value, finish.ttl, finish.index, finish.done, finish.since, finish.restamp
+            )
+        return shared
+
+    def storing(self, request: StoredRequest, response: CachedResponse, epoch: int) -> tuple[bool, list[JobFinish]]:
+        """How to store an answer: whether it is shared, and its :meth:`~offload.backends.Cache.finish_job` calls.
+
         Whether it is shared and under which key is :mod:`offload.storable`'s
         decision, how long it lives :mod:`offload.freshness`'s. A failure does
         not replace a good answer that may still be served if a refresh fails
         (``stale_if_error``): that answer is kept, marked so that no refresh is
-        queued again before ``error_ttl``. Returns whether the answer is
-        shared (False for one meant for its client only, or none stored).
+        queued again before ``error_ttl`` (the one step here that reads the
+        backend). The calls are data, so that an engine can make many jobs'
+        calls in one round trip (:meth:`~offload.backends.Cache.finish_jobs`).
         """
-        offloader, settings, cache, policy = self.offloader, self.settings, self.offloader.cache, self.offloader.policy
+        offloader, settings, policy = self.offloader, self.settings, self.offloader.policy
         target = request.target
         path = canonical_path(target.full_path)
         key, done = request.key, self.markers(request.key)
         now = time.time()
-        if response.failed and self._keep_good_copy(request, now, epoch):
-            return True
+        if response.failed:
+            good = self._keep_good_copy(request, now, epoch)
+            if good is not None:
+                return True, [good]
         # offload's own failures say no-store to proxies, yet every poller of the key must get them
         verdict = policy.judge(response, request, settings) if response.from_app else Verdict()
         vary: VaryRecord | None = None  # stored under the URL's key once the answer is in place
@@ -292,23 +409,21 @@ class JobSteps:
                 # Computed without a header this client sent and the app varies on: not its
                 # answer. Its next request is keyed on that header and queues a job that has it.
                 log.info("%s varies on %s: learned; computing it again with them", describe(request), verdict.learn)
-                self._learn(request, vary, path, done, epoch)
-                return False
+                return False, [self._learn(request, vary, path, done, epoch)]
             key = variant_key(request.primary, policy.key_headers(learned, request.header))
             if request.personal:
                 key = personal_key(key, request.owner)
         life = policy.lifetimes(response, request, settings, now)
         markers = () if vary is not None else done  # with a Vary learned, they go with the URL's record
+        learn = [] if vary is None else [self._learn(request, vary, path, done, epoch)]
         if verdict.private or not life.reusable:
             reason = verdict.reason or "its lifetime is zero"
             log.debug("%s is kept for one delivery only: %s", describe(request), reason)
             stored = dataclasses.replace(
                 response, private=True, expires=response.created + settings.private_ttl, owner=request.owner
             )
-            cache.finish_job(offloader.response_key(key), stored.encode(), settings.private_ttl, None, markers, epoch)
-            if vary is not None:
-                self._learn(request, vary, path, done, epoch)
-            return False
+            answer = JobFinish(offloader.response_key(key), stored.encode(), settings.private_ttl, None, markers, epoch)
+            return False, [answer, *learn]
         stored = dataclasses.replace(
             response,
             headers=freshness.with_validator(response) if settings.etags and not response.failed else response.headers,
@@ -320,46 +435,44 @@ class JobSteps:
         )
         index = IndexEntry(path, target.query.decode("latin-1"), failed=response.failed, tags=response.tags)
         kept = max(1.0, response.created + life.kept - now)
-        cache.finish_job(
+        answer = JobFinish(
             offloader.response_key(key), stored.encode(), kept, index, markers, epoch, freshness.mark_stale
         )
-        if vary is not None:
-            self._learn(request, vary, path, done, epoch)
-        return True
+        return True, [answer, *learn]
 
-    def _learn(self, request: StoredRequest, vary: VaryRecord, path: str, done: tuple[str, ...], epoch: int) -> None:
+    def _learn(
+        self, request: StoredRequest, vary: VaryRecord, path: str, done: tuple[str, ...], epoch: int
+    ) -> JobFinish:
         """Store the headers a URL's answers vary on under its key, and end the job.
 
         It comes after the answer is in place: requests waiting on the URL's
         key are woken by it, and find the answer of their variant at once.
         """
-        cache = self.offloader.cache
         ttl = self.settings.ttl_for(path)
-        cache.finish_job(self.offloader.response_key(request.primary), vary.encode(), ttl, None, done, epoch)
+        return JobFinish(self.offloader.response_key(request.primary), vary.encode(), ttl, None, done, epoch)
 
-    def _keep_good_copy(self, request: StoredRequest, now: float, epoch: int) -> bool:
+    def _keep_good_copy(self, request: StoredRequest, now: float, epoch: int) -> JobFinish | None:
         """After a failed refresh: keep the stored answer if it may still be served, marked as cooling down."""
         offloader, cache = self.offloader, self.offloader.cache
         answer_key = offloader.response_key(request.key)
         data = cache.get(answer_key)
         if data is None:
-            return False
+            return None
         try:
             good = CachedResponse.decode(data)
         except CorruptRecord:
-            return False
+            return None
         if not freshness.keeps_for_errors(good, now):
-            return False
+            return None
         log.warning("%s failed; serving the last good answer (stale-if-error)", describe(request))
         cooled = dataclasses.replace(good, retry_at=now + self.settings.error_ttl)
         path = canonical_path(request.target.full_path)
         index = IndexEntry(path, request.target.query.decode("latin-1"), tags=good.tags)
         ttl = max(1.0, good.expires + good.stale_if_error - now)
         # Stored as a job's answer, so that requests waiting for the refresh are woken and served it.
-        cache.finish_job(
+        return JobFinish(
             answer_key, cooled.encode(), ttl, index, self.markers(request.key), epoch, freshness.mark_stale
         )
-        return True
 
     def markers(self, key: str) -> tuple[str, ...]:
         """The keys a finished job removes: its pending and running markers and its start count."""
@@ -388,7 +501,7 @@ class JobSteps:
     # -- leases -----------------------------------------------------------------------
 
     def renew(self, jobs: Sequence[Job]) -> None:
-        """Renew the queue leases of ``jobs`` in one call, and their running and pending markers."""
+        """Renew the queue leases of ``jobs`` in one call, and their running and pending markers in another."""
         if not jobs:
             return
         offloader, lease = self.offloader, self.settings.lease
@@ -398,16 +511,19 @@ class JobSteps:
             log.error("cannot renew the leases of %d job(s) (%s)", len(jobs), error)
             return
         for job, kept in zip(jobs, renewed, strict=True):
-            claim = job.claim
             if not kept:
-                log.warning("job %s lost its lease; another worker may run it", claim.job_id)
+                log.warning("job %s lost its lease; another worker may run it", job.claim.job_id)
                 if job.request is not None:
                     self.emit("job.lease_lost", job.request)
-            try:
-                offloader.cache.touch(offloader.running_key(claim.key), lease)
-                offloader.cache.touch(offloader.pending_key(claim.key), lease)
-            except BackendUnavailable as error:
-                log.error("cannot renew the markers of job %s (%s)", claim.job_id, error)
+        markers = [
+            marker
+            for job in jobs
+            for marker in (offloader.running_key(job.claim.key), offloader.pending_key(job.claim.key))
+        ]
+        try:
+            offloader.cache.touch_many(markers, lease)
+        except BackendUnavailable as error:
+            log.error("cannot renew the markers of %d job(s) (%s)", len(jobs), error)
 
     def hand_back(self, jobs: Sequence[Job]) -> None:
         """Hand running jobs back at once (a second SIGTERM), their keys unlocked."""

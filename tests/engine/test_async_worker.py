@@ -22,6 +22,7 @@ import pytest
 
 from offload import WSGIMiddleware
 from offload.backends import Queue
+from offload.records import StoredRequest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -245,3 +246,52 @@ def test_a_wsgi_app_still_runs_on_threads(engine: Engine) -> None:
     _, stderr = refused.communicate(timeout=60)
     assert refused.returncode == 2
     assert b"ASGI apps only" in stderr
+
+
+@pytest.fixture(params=["redis", "postgres", "sqlite"])
+def any_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    with engine_on(request.getfixturevalue(f"{request.param}_url"), tmp_path) as found:
+        yield found
+
+
+def test_each_job_of_one_claim_ends_as_it_would_alone(any_engine: Engine) -> None:
+    """One claim, begun and stored together: a duplicate, a corrupt job and a dead letter end as on their own."""
+    engine = any_engine
+    targets = ["/plain?s=0", "/elsewhere?s=0", "/dying?s=0"]
+    engine.enqueue(targets)
+    middleware = engine.middleware()
+    offloader, queue = middleware.offloader, middleware.offloader.queue
+    try:
+        jobs = {StoredRequest.decode(job.payload).target.full_path.decode(): job for job in queue.waiting()}
+        plain, elsewhere, dying = jobs["/plain"], jobs["/elsewhere"], jobs["/dying"]
+        queue.push(plain.key, plain.payload)  # a copy of /plain, in the same claim: its key is then running
+        queue.push("engine:r:corrupt", b"not a request")
+        assert offloader.cache.add(offloader.running_key(elsewhere.key), b"another worker", 60)
+        for _ in range(offloader.settings.max_deliveries):  # /dying's worker died each time it ran
+            offloader.cache.incr(offloader.attempts_key(dying.key), 600)
+    finally:
+        close(middleware)
+    worker = engine.worker("asgi", "--concurrency", "10", "--burst")
+    assert worker.wait(60) == 0
+    assert [run.target for run in engine.runs("start")] == ["/plain?s=0"], "only /plain ran, once"
+    answers = engine.answers(["/plain?s=0", "/dying?s=0"])
+    assert answers["/plain?s=0"] == (200, b"/plain?s=0")
+    assert answers["/dying?s=0"][0] == 500 and b"started 5 times" in answers["/dying?s=0"][1]
+    # The copy of /plain and /elsewhere are left leased (they come back after the lease), /dying is a dead
+    # letter, the corrupt job is dropped.
+    assert engine.queue_stats() == {"queued": 0, "running": 2, "dead": 1}
+
+
+def test_a_graceful_stop_stores_the_answer_of_every_job_that_started(any_engine: Engine) -> None:
+    engine = any_engine
+    targets = [f"/many/{number}?s=0.5" for number in range(300)]
+    engine.enqueue(targets)
+    worker = engine.worker("asgi", "--concurrency", "100")
+    wait_for(lambda: len(engine.runs("start")) >= 100, what="the jobs to start")
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(60) == 0
+    started = sorted(run.target for run in engine.runs("start"))
+    assert sorted(run.target for run in engine.runs("end")) == started, "each job that started ran to its end"
+    answers = engine.answers(started)
+    assert all(answers[target] == (200, target.encode()) for target in started), "and its answer was stored"
+    assert engine.queue_stats() == {"queued": 300 - len(started), "running": 0, "dead": 0}
