@@ -290,7 +290,7 @@ class JobSteps:
         comes back after its lease and is dropped then.
         """
         batched: list[tuple[Job, StoredRequest, CachedResponse, bool, JobFinish]] = []
-        alone: list[tuple[Job, CachedResponse]] = []
+        alone: list[tuple[Job, StoredRequest, CachedResponse, bool, list[JobFinish]]] = []
         for job, response in outcomes:
             request = job.request
             if request is None:  # pragma: no cover - set before any outcome exists
@@ -303,20 +303,19 @@ class JobSteps:
             if len(finishes) == 1:
                 batched.append((job, request, response, shared, finishes[0]))
             else:
-                alone.append((job, response))
+                alone.append((job, request, response, shared, finishes))
         stored: list[tuple[Job, StoredRequest, CachedResponse, bool]] = []
         try:
-            self.offloader.cache.finish_jobs([finish for *_, finish in batched])
+            if batched:
+                self.offloader.cache.finish_jobs([finish for *_, finish in batched])
             stored = [(job, request, response, shared) for job, request, response, shared, _ in batched]
         except BackendUnavailable as error:
             for job, *_ in batched:
                 self._store_failed(job, error)
-        for job, response in alone:
-            request = job.request
-            if request is None:  # pragma: no cover - set before any outcome exists
-                continue
+        for job, request, response, shared, finishes in alone:
             try:
-                stored.append((job, request, response, self.store(request, response, job.epoch)))
+                self._finish(finishes)
+                stored.append((job, request, response, shared))
             except BackendUnavailable as error:
                 self._store_failed(job, error)
         if not stored:
@@ -372,12 +371,16 @@ class JobSteps:
         in turn.
         """
         shared, finishes = self.storing(request, response, epoch)
+        self._finish(finishes)
+        return shared
+
+    def _finish(self, finishes: Sequence[JobFinish]) -> None:
+        """Make a job's :meth:`~offload.backends.Cache.finish_job` calls in turn, the answer's first."""
         cache = self.offloader.cache
         for finish in finishes:
             cache.finish_job(
                 finish.answer, finish.value, finish.ttl, finish.index, finish.done, finish.since, finish.restamp
             )
-        return shared
 
     def storing(self, request: StoredRequest, response: CachedResponse, epoch: int) -> tuple[bool, list[JobFinish]]:
         """How to store an answer: whether it is shared, and its :meth:`~offload.backends.Cache.finish_job` calls.
