@@ -196,8 +196,8 @@ class AsyncWorker(Engine):
                     await self._call(self.steps.time_out, job)
                 return
             if self.steps.claim_outcome(job):
-                # The job holds its slot (and its lease is renewed) until its answer is stored. Shielded: a
-                # second SIGTERM does not take back a store that was queued; the worker stores it before it ends.
+                # The job holds its slot until its answer is stored. Shielded: a second SIGTERM does not
+                # take back a store that was queued; the worker stores it before it ends.
                 stored = asyncio.get_running_loop().create_future()
                 self._outcomes.append(Outcome(job, tries.result(), stored))
                 if self._stores_due is not None:
