@@ -268,6 +268,27 @@ def test_each_job_is_claimed_once_across_threads(queue: Queue, batch: int | None
     assert sorted(claimed) == sorted(keys)
 
 
+def test_waiting_claimers_each_get_a_job_of_a_burst(queue: Queue) -> None:
+    """Six workers wait on an empty queue; six pushes in a row reach six of them, none twice, none lost."""
+    got: list[list[str]] = []
+    lock = threading.Lock()
+
+    def wait_for_one() -> None:
+        claim = queue.claim(lease=60, wait=60)
+        with lock:
+            got.append([] if claim is None else [claim.key])
+
+    waiters = [threading.Thread(target=wait_for_one) for _ in range(6)]
+    for waiter in waiters:
+        waiter.start()
+    time.sleep(0.5)  # let them all wait (a push before that is claimed at once, which proves less)
+    for number in range(6):
+        queue.push(f"burst-{number}", b"x")
+    for waiter in waiters:
+        waiter.join(120)
+    assert sorted(key for keys in got for key in keys) == [f"burst-{number}" for number in range(6)]
+
+
 @pytest.mark.shared_backend
 def test_each_job_is_claimed_once_across_processes(spec: BackendSpec, queue: Queue) -> None:
     keys = [f"key-{number}" for number in range(40)]
