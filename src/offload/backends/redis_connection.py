@@ -13,7 +13,9 @@ name offload gives a key or a channel (see :class:`Names`).
 ``redis.RedisCluster`` instead; ``?seeds=HOST:PORT,HOST:PORT`` adds more
 nodes to discover the cluster from, should the first be down. On a cluster
 every name carries the hash tag ``{<prefix>}``, so that each script and
-transaction touches one slot (see :class:`Names`).
+transaction touches one slot (see :class:`Names`), except the queue's, which
+is spread over shards of their own tags (``?queue_shards=``, see
+:mod:`offload.backends.redis_shards`).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CLUSTER_SCHEMES",
     "ERRORS",
+    "MAX_QUEUE_SHARDS",
     "NOW",
     "RECHECK",
     "Names",
@@ -76,6 +79,9 @@ NOW = "local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.flo
 
 _DEFAULTS = {"socket_connect_timeout": "2", "socket_timeout": "5"}
 
+#: The most shards a queue may be spread over (``?queue_shards=``): a claim that finds nothing visits each.
+MAX_QUEUE_SHARDS = 256
+
 #: URL schemes of a Redis Cluster.
 CLUSTER_SCHEMES = frozenset({"redis+cluster", "rediss+cluster"})
 
@@ -105,14 +111,18 @@ class Names:
     #: The consumer group every worker of a namespace reads the stream through.
     group = "offload"
 
-    def __init__(self, prefix: str, namespace: str, database: str, tagged: bool = False) -> None:
+    def __init__(
+        self, prefix: str, namespace: str, database: str, tagged: bool = False, head: str | None = None
+    ) -> None:
         self.prefix, self.namespace, self.database = prefix, check_namespace(namespace), database
         self.tagged = tagged
-        #: What every name starts with: the prefix, as a hash tag on a cluster.
-        self.head = f"{{{prefix}}}" if tagged else prefix
+        #: What every name starts with: the prefix, as a hash tag on a cluster (a queue shard's own: see shard()).
+        self.head = head or (f"{{{prefix}}}" if tagged else prefix)
         base = f"{self.head}:{namespace}"
         #: The namespaces that hold something: one set per prefix, maintained on write.
         self.namespaces = f"{self.head}:namespaces"
+        #: How many shards the queues of the prefix are spread over (see offload.backends.redis_shards).
+        self.queue_shards = f"{self.head}:queue-shards"
         # The cache's index of answers (see offload.backends.redis).
         self.answers = f"{base}:answers"
         self.failed = f"{base}:failed"
@@ -147,8 +157,18 @@ class Names:
         return self.tag_prefix + tag.encode("utf-8", "surrogatepass")
 
     def of(self, namespace: str) -> Names:
-        """The names of another namespace under the same prefix and database."""
-        return Names(self.prefix, namespace, self.database, self.tagged)
+        """The names of another namespace under the same prefix and database (and queue shard)."""
+        return Names(self.prefix, namespace, self.database, self.tagged, self.head)
+
+    def shard(self, index: int) -> Names:
+        """The names of shard ``index`` of a queue spread over a cluster: its hash tag is ``{<prefix>:q<index>}``.
+
+        A tag of its own puts each shard in a slot of its own, so the shards
+        of a queue land on different masters, while each shard's stream,
+        lease index, delayed jobs and dead letters share a slot, as its
+        scripts need.
+        """
+        return Names(self.prefix, self.namespace, self.database, self.tagged, f"{{{self.prefix}:q{index}}}")
 
     @staticmethod
     def wake(prefix: str, token: str) -> str:
@@ -167,6 +187,8 @@ class RedisConnection:
         self.cluster = parts.scheme.lower() in CLUSTER_SCHEMES
         #: The other nodes a cluster client may discover the cluster from.
         self.seeds = _seeds(options.pop("seeds", "")) if self.cluster else []
+        #: The shards a queue should have, if the URL says (``?queue_shards=``); the cluster's stored count wins.
+        self.queue_shards = _queue_shards(options.pop("queue_shards", ""), self.cluster)
         self.display_url = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2], query=""))
         if self.cluster:
             parts = parts._replace(scheme=parts.scheme.lower().partition("+")[0])
@@ -358,6 +380,20 @@ def _seeds(text: str) -> list[tuple[str, int]]:
             raise ConfigurationError(f"?seeds={text!r}: write HOST:PORT,HOST:PORT")
         seeds.append((host.strip("[]"), int(port)))
     return seeds
+
+
+def _queue_shards(text: str, cluster: bool) -> int | None:
+    """``?queue_shards=N``: a whole number from 1 to :data:`MAX_QUEUE_SHARDS`, above 1 only on a cluster."""
+    if not text:
+        return None
+    count = int(text) if text.isdigit() else 0
+    if not 1 <= count <= MAX_QUEUE_SHARDS:
+        raise ConfigurationError(f"?queue_shards={text!r}: write a whole number from 1 to {MAX_QUEUE_SHARDS}")
+    if count > 1 and not cluster:
+        raise ConfigurationError(
+            f"?queue_shards={text}: one Redis server keeps its queue in one stream; shards are for redis+cluster://"
+        )
+    return count
 
 
 def _with_address(netloc: str, host: str, port: int) -> str:

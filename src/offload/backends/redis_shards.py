@@ -1,0 +1,118 @@
+"""How a Redis queue is spread over the masters of a Redis Cluster: shards, their count, and job ids.
+
+A Lua script may only touch keys of one slot, and everything of a prefix
+carries the hash tag ``{<prefix>}``, so a queue under that tag lives on one
+master. On a cluster the queue of a namespace is therefore ``N`` shards, each
+a complete queue of its own (stream, consumer group, lease index, delayed
+jobs, dead letters, the set of namespaces) under the hash tag
+``{<prefix>:q<i>}`` (:meth:`Names.shard <offload.backends.redis_connection.Names.shard>`):
+the tags hash to different slots, so the shards land on different masters.
+
+Agreement
+    Every process of a deployment must spread jobs over the same shards, or
+    a worker would never look where a web process pushed. The count is
+    stored in the cluster, under ``{<prefix>}:queue-shards``, by the first
+    process that needs it (``SET NX``); every process reads it once and uses
+    it, whatever its own URL says (``?queue_shards=``), logging a warning
+    once when the two differ. Without the URL option the first process stores
+    :data:`DEFAULT_SHARDS`.
+One shard
+    A queue of one shard (every queue on a single server, and a cluster whose
+    stored count is 1) keeps the names it always had: ``<prefix>:<ns>:jobs``
+    (``{<prefix>}:<ns>:jobs`` on a cluster), and job ids that are plain
+    stream ids. Nothing changes for those deployments, and nothing is stored.
+Job ids
+    With several shards a job id is ``<shard>:<stream id>``, so a claim or a
+    dead letter names the shard to route its ack, extend, release, bury or
+    revive to.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+
+from offload.backends.redis_connection import MAX_QUEUE_SHARDS, Names, RedisConnection
+from offload.errors import BackendUnavailable
+
+log = logging.getLogger("offload.redis")
+
+#: Shards of a queue on a cluster when the first process's URL does not say. The count is fixed once
+#: stored, while a cluster may grow: 16 tags spread over up to 16 masters, and evenly over 3 to 5.
+DEFAULT_SHARDS = 16
+
+# KEYS: the count's key. ARGV: the count to store if none is. Returns the stored count.
+_AGREE = "redis.call('SET', KEYS[1], ARGV[1], 'NX') return redis.call('GET', KEYS[1])"
+
+_warned: set[tuple[str, str]] = set()
+
+
+def shards_of(connection: RedisConnection, names: Names) -> list[Names]:
+    """The names of each shard of ``names``'s queue, in order: one round trip on a cluster, none otherwise."""
+    if not connection.cluster:
+        return [names]
+    stored = connection.run(_AGREE, [names.queue_shards], [_wanted(connection)])
+    return _layout(connection, names, stored)
+
+
+async def ashards_of(connection: RedisConnection, names: Names) -> list[Names]:
+    """:func:`shards_of` on the running event loop's client."""
+    if not connection.cluster:
+        return [names]
+    stored = await connection.arun(_AGREE, [names.queue_shards], [_wanted(connection)])
+    return _layout(connection, names, stored)
+
+
+def _wanted(connection: RedisConnection) -> int:
+    return DEFAULT_SHARDS if connection.queue_shards is None else connection.queue_shards
+
+
+def _layout(connection: RedisConnection, names: Names, stored: object) -> list[Names]:
+    """The shards of the stored count; a count the URL disagrees with is used all the same, with a warning."""
+    text = stored.decode("ascii", "replace") if isinstance(stored, bytes) else str(stored)
+    count = int(text) if text.isdigit() else 0
+    if not 1 <= count <= MAX_QUEUE_SHARDS:
+        raise BackendUnavailable(
+            f"Redis at {connection.display_url}: {names.queue_shards} holds {text!r}, not a shard count;"
+            " delete it once no job is queued"
+        )
+    wanted = connection.queue_shards
+    if wanted is not None and wanted != count and (connection.display_url, names.prefix) not in _warned:
+        _warned.add((connection.display_url, names.prefix))
+        log.warning(
+            "?queue_shards=%d, but the queues of prefix %r are spread over %d shards (stored in %s):"
+            " using %d, as every other process does",
+            wanted,
+            names.prefix,
+            count,
+            names.queue_shards,
+            count,
+        )
+    if count == 1:
+        return [names]
+    return [names.shard(index) for index in range(count)]
+
+
+def shard_of(key: str, count: int) -> int:
+    """The shard a job for ``key`` goes to, by CRC-32: every process computes it alike (``hash()`` does not)."""
+    return zlib.crc32(key.encode("utf-8", "surrogateescape")) % count if count > 1 else 0
+
+
+def share(limit: int, count: int) -> int:
+    """Each shard's part of a queue capped at ``limit`` waiting jobs: ``ceil(limit / count)``."""
+    return -(-limit // count)
+
+
+def make_job_id(shard: int, entry: str, count: int) -> str:
+    """The id of stream entry ``entry`` of ``shard``: the entry's own with one shard, ``<shard>:<entry>`` with more."""
+    return f"{shard}:{entry}" if count > 1 else entry
+
+
+def locate(job: str, count: int) -> tuple[int, str] | None:
+    """The shard and stream entry a :func:`make_job_id` names, or None if it names none of ``count`` shards."""
+    if count == 1:
+        return 0, job
+    shard, colon, entry = job.partition(":")
+    if not colon or not shard.isdigit() or int(shard) >= count:
+        return None
+    return int(shard), entry
