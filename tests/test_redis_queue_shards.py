@@ -254,3 +254,20 @@ def test_shards_are_for_a_cluster_only() -> None:
     for wrong in ("0", "x", "100000"):
         with pytest.raises(ConfigurationError, match="queue_shards"):
             RedisConnection(f"redis+cluster://127.0.0.1:7000/?queue_shards={wrong}")
+
+
+def test_jobs_queued_before_the_queue_was_spread_keep_it_one_shard(
+    redis_cluster_server: RedisCluster, redis_cluster_url: str
+) -> None:
+    before = opened(with_query(redis_cluster_url, queue_shards="1"), "blog")  # as every queue was: one slot
+    before.push("/old", b"request")
+    with redis.Redis(port=redis_cluster_server.master_of(before.names.queue_shards)) as node:
+        node.delete(before.names.queue_shards)  # no count stored yet, as before the queues were spread
+    after, blog = opened(redis_cluster_url), opened(redis_cluster_url, "blog")
+    try:
+        assert len(after.shards) == 1  # another namespace, opened first: the prefix's waiting jobs count
+        claim = blog.claim(lease=30, wait=1)
+        assert claim is not None and claim.key == "/old"
+    finally:
+        for queue in (before, after, blog):
+            queue.close()

@@ -55,6 +55,7 @@ __all__ = [
     "RedisConnection",
     "Retry",
     "bytes_or_none",
+    "is_namespace",
     "is_nogroup",
     "live_namespaces",
     "ms",
@@ -442,7 +443,8 @@ return found
 )
 
 
-def _valid(namespace: str) -> bool:
+def is_namespace(namespace: str) -> bool:
+    """Whether a name read back from Redis is a namespace offload could have written."""
     try:
         check_namespace(namespace)
     except ConfigurationError:
@@ -454,7 +456,9 @@ def live_namespaces(connection: RedisConnection, names: Names) -> dict[str, tupl
     """Each namespace of ``names``'s prefix that holds something: (live answers, logged expiries, jobs)."""
     with connection.errors():
         members: Any = connection.client.smembers(names.namespaces)
-    namespaces = sorted(name for name in (member.decode("ascii", "replace") for member in members) if _valid(name))
+    namespaces = sorted(
+        name for name in (member.decode("ascii", "replace") for member in members) if is_namespace(name)
+    )
     keys: list[str] = []
     for namespace in namespaces:
         other = names.of(namespace)

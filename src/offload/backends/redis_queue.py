@@ -2,6 +2,10 @@
 
 Names are those of :class:`~offload.backends.redis_connection.Names`, all
 ``<prefix>:<namespace>:...``, so a worker never sees another namespace's jobs.
+On a Redis Cluster the queue is spread over shards (see
+:mod:`offload.backends.redis_shards`), each a complete set of the structures
+below under a hash tag of its own, ``{<prefix>:q<i>}:<namespace>:...``; on
+one server (and with one shard) there is one set, named as above.
 
 ``jobs``
     The stream, read through the consumer group ``offload``: a claimed job
@@ -20,7 +24,8 @@ Names are those of :class:`~offload.backends.redis_connection.Names`, all
     grow with the number of jobs running.
 ``dead``
     Dead letters, a stream of their own (key, payload, error; the entry's id
-    tells when it was buried), trimmed to about :data:`DEAD_LETTERS`.
+    tells when it was buried), trimmed to about :data:`DEAD_LETTERS` (each
+    shard to its part).
 
 A lease is per job and rides on the entry's delivery time: a job can be taken
 back (``XCLAIM`` with a minimum idle time) once idle for :data:`LEASE_HORIZON`,
@@ -37,6 +42,18 @@ extend, ack, release or bury it. ``release`` adds the job again at the back
 and removes the old entry, in one script. ``push`` with a limit counts the
 waiting jobs (stream length minus leases still running, plus delayed jobs) in
 the same script that adds the job. Each operation is one script: one round trip.
+
+With several shards, a push goes to the shard of its key (:func:`~offload.backends.redis_shards.shard_of`),
+and its limit caps that shard at its part, ``ceil(limit / shards)``: the whole
+queue holds at most ``shards - 1`` jobs more than the limit. A claim takes
+from the shards in turn, one script each, from a start that moves on by one
+shard at every call, until it has enough; with none anywhere it blocks on its
+first shard (``XREADGROUP BLOCK``) until a push there or the next look, at
+most :data:`RECHECK` later. Concurrent claims block on different shards. Each
+shard keeps its jobs in order; across shards, claims take them in turn, not
+strictly oldest first. A job id names its shard (``<shard>:<stream id>``), so
+acks, renewals, releases, burials and revivals go to it, and the batched ones
+cost one script per shard they touch. Counts and listings add up the shards.
 """
 
 from __future__ import annotations

@@ -15,7 +15,9 @@ Agreement
     process that needs it (``SET NX``); every process reads it once and uses
     it, whatever its own URL says (``?queue_shards=``), logging a warning
     once when the two differ. Without the URL option the first process stores
-    :data:`DEFAULT_SHARDS`.
+    :data:`DEFAULT_SHARDS`; but if jobs wait in the one-shard names of any
+    namespace of the prefix (queued before the queues were spread), it
+    stores 1, so that none of them is stranded.
 One shard
     A queue of one shard (every queue on a single server, and a cluster whose
     stored count is 1) keeps the names it always had: ``<prefix>:<ns>:jobs``
@@ -31,8 +33,10 @@ from __future__ import annotations
 
 import logging
 import zlib
+from collections.abc import Iterable
+from typing import Any
 
-from offload.backends.redis_connection import MAX_QUEUE_SHARDS, Names, RedisConnection
+from offload.backends.redis_connection import MAX_QUEUE_SHARDS, Names, RedisConnection, is_namespace
 from offload.errors import BackendUnavailable
 
 log = logging.getLogger("offload.redis")
@@ -41,8 +45,21 @@ log = logging.getLogger("offload.redis")
 #: stored, while a cluster may grow: 16 tags spread over up to 16 masters, and evenly over 3 to 5.
 DEFAULT_SHARDS = 16
 
-# KEYS: the count's key. ARGV: the count to store if none is. Returns the stored count.
-_AGREE = "redis.call('SET', KEYS[1], ARGV[1], 'NX') return redis.call('GET', KEYS[1])"
+# KEYS: the count's key, then the one-shard stream and delayed set of each namespace of the prefix.
+# ARGV: the count to store if none is. Returns the stored count. Jobs queued before the cluster's queues
+# were spread (in the one-shard names, the prefix's slot) keep their queue one shard: none is stranded.
+_AGREE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  local count = ARGV[1]
+  for i = 2, #KEYS - 1, 2 do
+    local jobs = redis.call('TYPE', KEYS[i]).ok == 'stream' and redis.call('XLEN', KEYS[i]) or 0
+    local delayed = redis.call('TYPE', KEYS[i + 1]).ok == 'zset' and redis.call('ZCARD', KEYS[i + 1]) or 0
+    if jobs + delayed > 0 then count = '1' end
+  end
+  redis.call('SET', KEYS[1], count, 'NX')
+end
+return redis.call('GET', KEYS[1])
+"""
 
 _warned: set[tuple[str, str]] = set()
 
@@ -51,7 +68,11 @@ def shards_of(connection: RedisConnection, names: Names) -> list[Names]:
     """The names of each shard of ``names``'s queue, in order: one round trip on a cluster, none otherwise."""
     if not connection.cluster:
         return [names]
-    stored = connection.run(_AGREE, [names.queue_shards], [_wanted(connection)])
+    with connection.errors():
+        stored: Any = connection.client.get(names.queue_shards)
+        if stored is None:
+            namespaces: Any = connection.client.smembers(names.namespaces)
+            stored = connection.run(_AGREE, _agree_keys(names, namespaces), [_wanted(connection)])
     return _layout(connection, names, stored)
 
 
@@ -59,8 +80,23 @@ async def ashards_of(connection: RedisConnection, names: Names) -> list[Names]:
     """:func:`shards_of` on the running event loop's client."""
     if not connection.cluster:
         return [names]
-    stored = await connection.arun(_AGREE, [names.queue_shards], [_wanted(connection)])
+    with connection.errors():
+        client = await connection.async_ready()
+        stored: Any = await client.get(names.queue_shards)
+        if stored is None:
+            namespaces: Any = await client.smembers(names.namespaces)
+            stored = await connection.arun(_AGREE, _agree_keys(names, namespaces), [_wanted(connection)])
     return _layout(connection, names, stored)
+
+
+def _agree_keys(names: Names, namespaces: Iterable[bytes]) -> list[str]:
+    """The count's key, then the one-shard stream and delayed set of ``names``'s namespace and each listed one."""
+    keys = [names.queue_shards, names.jobs, names.delayed]
+    for member in namespaces:
+        namespace = member.decode("ascii", "replace")
+        if namespace != names.namespace and is_namespace(namespace):
+            keys += [names.of(namespace).jobs, names.of(namespace).delayed]
+    return keys
 
 
 def _wanted(connection: RedisConnection) -> int:
