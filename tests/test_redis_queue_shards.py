@@ -211,6 +211,27 @@ def test_a_capped_push_holds_over_the_whole_queue(queue: RedisQueue) -> None:
     assert queue.stats()["queued"] == 32
 
 
+def test_native_pushes_spread_and_are_capped_as_the_blocking_ones(queue: RedisQueue) -> None:
+    """``apush`` (the ASGI middleware's) learns the shard count on its own loop and pushes to the key's shard."""
+    import asyncio
+
+    async def scenario() -> int:
+        refused = 0
+        for number in range(100):
+            try:
+                await queue.apush(f"/report?n={number}", b"request", limit=32)
+            except QueueFull:
+                refused += 1
+        await queue.aclose()
+        return refused
+
+    assert asyncio.run(scenario()) == 100 - 32
+    claims = queue.claim_many(lease=30, wait=0, limit=100)
+    assert len(claims) == 32 and {shard(claim) for claim in claims} == set(range(DEFAULT_SHARDS))
+    assert all(shard(claim) == shard_of(claim.key, DEFAULT_SHARDS) for claim in claims)
+    queue.ack_many(claims)
+
+
 def test_the_shard_count_stored_in_the_cluster_wins(redis_cluster_url: str, caplog: pytest.LogCaptureFixture) -> None:
     first = opened(with_query(redis_cluster_url, queue_shards="4"))
     with caplog.at_level(logging.WARNING, logger="offload.redis"):
