@@ -161,15 +161,15 @@ class Names:
         """The names of another namespace under the same prefix and database (and queue shard)."""
         return Names(self.prefix, namespace, self.database, self.tagged, self.head)
 
-    def shard(self, index: int) -> Names:
-        """The names of shard ``index`` of a queue spread over a cluster: its hash tag is ``{<prefix>:q<index>}``.
+    def shard(self, tag: int) -> Names:
+        """The names of a shard of a queue spread over a cluster: its hash tag is ``{<prefix>:q<tag>}``.
 
         A tag of its own puts each shard in a slot of its own, so the shards
         of a queue land on different masters, while each shard's stream,
         lease index, delayed jobs and dead letters share a slot, as its
         scripts need.
         """
-        return Names(self.prefix, self.namespace, self.database, self.tagged, f"{{{self.prefix}:q{index}}}")
+        return Names(self.prefix, self.namespace, self.database, self.tagged, f"{{{self.prefix}:q{tag}}}")
 
     @staticmethod
     def wake(prefix: str, token: str) -> str:

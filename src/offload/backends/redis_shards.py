@@ -6,18 +6,21 @@ master. On a cluster the queue of a namespace is therefore ``N`` shards, each
 a complete queue of its own (stream, consumer group, lease index, delayed
 jobs, dead letters, the set of namespaces) under the hash tag
 ``{<prefix>:q<i>}`` (:meth:`Names.shard <offload.backends.redis_connection.Names.shard>`):
-the tags hash to different slots, so the shards land on different masters.
+the tags hash to different slots, chosen to fall evenly on the masters.
 
 Agreement
     Every process of a deployment must spread jobs over the same shards, or
-    a worker would never look where a web process pushed. The count is
+    a worker would never look where a web process pushed. The shards are
     stored in the cluster, under ``{<prefix>}:queue-shards``, by the first
-    process that needs it (``SET NX``); every process reads it once and uses
-    it, whatever its own URL says (``?queue_shards=``), logging a warning
-    once when the two differ. Without the URL option the first process stores
-    :data:`DEFAULT_SHARDS`; but if jobs wait in the one-shard names of any
-    namespace of the prefix (queued before the queues were spread), it
-    stores 1, so that none of them is stranded.
+    process that needs them (``SET NX``): their count and the number in
+    each one's tag, chosen so that the tags fall evenly on the masters of
+    that moment (:func:`even_tags`), e.g. ``16:0,1,2,4,...``. Every process
+    reads them once and uses them, whatever its own URL says
+    (``?queue_shards=``), logging a warning once when the counts differ.
+    Without the URL option the first process stores :data:`DEFAULT_SHARDS`
+    shards; but if jobs wait in the one-shard names of any namespace of the
+    prefix (queued before the queues were spread), it stores ``1``, so that
+    none of them is stranded.
 One shard
     A queue of one shard (every queue on a single server, and a cluster whose
     stored count is 1) keeps the names it always had: ``<prefix>:<ns>:jobs``
@@ -33,6 +36,7 @@ from __future__ import annotations
 
 import logging
 import zlib
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
@@ -45,9 +49,9 @@ log = logging.getLogger("offload.redis")
 #: stored, while a cluster may grow: 16 tags spread over up to 16 masters, and evenly over 3 to 5.
 DEFAULT_SHARDS = 16
 
-# KEYS: the count's key, then the one-shard stream and delayed set of each namespace of the prefix.
-# ARGV: the count to store if none is. Returns the stored count. Jobs queued before the cluster's queues
-# were spread (in the one-shard names, the prefix's slot) keep their queue one shard: none is stranded.
+# KEYS: the shards' key, then the one-shard stream and delayed set of each namespace of the prefix.
+# ARGV: the shards to store if none are (see _wanted). Returns the stored shards. Jobs queued before the
+# queues were spread (in the one-shard names, the prefix's slot) keep the queue one shard: none is stranded.
 _AGREE = """
 if redis.call('EXISTS', KEYS[1]) == 0 then
   local count = ARGV[1]
@@ -69,10 +73,11 @@ def shards_of(connection: RedisConnection, names: Names) -> list[Names]:
     if not connection.cluster:
         return [names]
     with connection.errors():
-        stored: Any = connection.client.get(names.queue_shards)
+        client = connection.client
+        stored: Any = client.get(names.queue_shards)
         if stored is None:
-            namespaces: Any = connection.client.smembers(names.namespaces)
-            stored = connection.run(_AGREE, _agree_keys(names, namespaces), [_wanted(connection)])
+            namespaces: Any = client.smembers(names.namespaces)
+            stored = connection.run(_AGREE, _agree_keys(names, namespaces), [_wanted(connection, client, names)])
     return _layout(connection, names, stored)
 
 
@@ -85,7 +90,8 @@ async def ashards_of(connection: RedisConnection, names: Names) -> list[Names]:
         stored: Any = await client.get(names.queue_shards)
         if stored is None:
             namespaces: Any = await client.smembers(names.namespaces)
-            stored = await connection.arun(_AGREE, _agree_keys(names, namespaces), [_wanted(connection)])
+            wanted = _wanted(connection, client, names)
+            stored = await connection.arun(_AGREE, _agree_keys(names, namespaces), [wanted])
     return _layout(connection, names, stored)
 
 
@@ -99,17 +105,50 @@ def _agree_keys(names: Names, namespaces: Iterable[bytes]) -> list[str]:
     return keys
 
 
-def _wanted(connection: RedisConnection) -> int:
-    return DEFAULT_SHARDS if connection.queue_shards is None else connection.queue_shards
+def _wanted(connection: RedisConnection, client: Any, names: Names) -> str:
+    """What the first process stores: ``1``, or ``<count>:<tag>,<tag>,...``, the tags of the shards in order."""
+    count = DEFAULT_SHARDS if connection.queue_shards is None else connection.queue_shards
+    if count == 1:
+        return "1"
+    return f"{count}:{','.join(map(str, even_tags(client, names.prefix, count)))}"
+
+
+def even_tags(client: Any, prefix: str, count: int) -> list[int]:
+    """``count`` shard tags (``{<prefix>:q<tag>}``) whose slots fall evenly on the cluster's masters as they are now.
+
+    Tags taken in turn (q0, q1, ...) would fall where their slots happen to
+    be: 16 of them on three masters can split 7, 6 and 3. Here each master
+    takes ``count // masters`` of them, and ``count % masters`` masters one
+    more (6, 5 and 5); the first tags that fit win. ``client`` is a cluster
+    client, blocking or asyncio, that knows the cluster's slots (it asks no
+    server).
+    """
+    each, extra = divmod(count, max(1, len(client.get_primaries())))
+    placed: Counter[str] = Counter()
+    tags: list[int] = []
+    for tag in range(64 * count):
+        node = client.get_node_from_key(f"{{{prefix}:q{tag}}}")
+        name = str(getattr(node, "name", ""))
+        if placed[name] > each or (placed[name] == each and extra == 0):
+            continue  # that master has its share
+        if placed[name] == each:
+            extra -= 1
+        placed[name] += 1
+        tags.append(tag)
+        if len(tags) == count:
+            return tags
+    return list(range(count))  # a cluster whose slots this client does not know yet: the first tags
 
 
 def _layout(connection: RedisConnection, names: Names, stored: object) -> list[Names]:
-    """The shards of the stored count; a count the URL disagrees with is used all the same, with a warning."""
+    """The shards the stored value names; a count the URL disagrees with is used all the same, with a warning."""
     text = stored.decode("ascii", "replace") if isinstance(stored, bytes) else str(stored)
-    count = int(text) if text.isdigit() else 0
-    if not 1 <= count <= MAX_QUEUE_SHARDS:
+    head, _, listed = text.partition(":")
+    count = int(head) if head.isdigit() else 0
+    tags = [int(tag) for tag in listed.split(",") if tag.isdigit()] if listed else list(range(count))
+    if not 1 <= count <= MAX_QUEUE_SHARDS or len(set(tags)) != count or len(tags) != count:
         raise BackendUnavailable(
-            f"Redis at {connection.display_url}: {names.queue_shards} holds {text!r}, not a shard count;"
+            f"Redis at {connection.display_url}: {names.queue_shards} holds {text!r}, not a shard layout;"
             " delete it once no job is queued"
         )
     wanted = connection.queue_shards
@@ -126,7 +165,7 @@ def _layout(connection: RedisConnection, names: Names, stored: object) -> list[N
         )
     if count == 1:
         return [names]
-    return [names.shard(index) for index in range(count)]
+    return [names.shard(tag) for tag in tags]
 
 
 def shard_of(key: str, count: int) -> int:
