@@ -105,7 +105,8 @@ class Names:
     On a Redis Cluster (``tagged``) the prefix is a hash tag, ``{<prefix>}``,
     and :meth:`key` puts it before each key handed to the cache too: every key
     of the prefix lives in one slot, so a script may touch a key's markers,
-    its answer, the index, the expiry log and the queue at once. Without a
+    its answer, the index and the expiry log at once. A queue spread over
+    shards has the names of :meth:`shard`, one hash tag per shard. Without a
     cluster, names are as they always were.
     """
 
