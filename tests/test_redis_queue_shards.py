@@ -293,3 +293,30 @@ def test_jobs_queued_before_the_queue_was_spread_keep_it_one_shard(
     finally:
         for queue in (before, after, blog):
             queue.close()
+
+
+def test_job_ids_name_their_shard_and_keys_hash_alike_everywhere() -> None:
+    from offload.backends.redis_shards import make_job_id, share
+
+    assert make_job_id(3, "1700000000000-0", 16) == "3:1700000000000-0"
+    assert make_job_id(0, "1700000000000-0", 1) == "1700000000000-0"  # one shard: the stream id, as always
+    assert locate("3:1700000000000-0", 16) == (3, "1700000000000-0")
+    assert locate("1700000000000-0", 1) == (0, "1700000000000-0")
+    assert locate("16:1-0", 16) is None and locate("1-0", 16) is None and locate("x:1-0", 16) is None
+    assert shard_of("/report?n=1", 16) == 3 and shard_of("anything", 1) == 0  # CRC-32: the same in every process
+    assert [share(10_000, 16), share(32, 16), share(33, 16), share(1, 16)] == [625, 2, 3, 1]
+
+
+def test_a_stored_layout_that_is_not_offloads_is_an_outage_with_what_to_do(
+    redis_cluster_server: RedisCluster, redis_cluster_url: str
+) -> None:
+    from offload.errors import BackendUnavailable
+
+    queue = opened(redis_cluster_url)
+    with redis.Redis(port=redis_cluster_server.master_of(queue.names.queue_shards)) as node:
+        node.set(queue.names.queue_shards, "16:1,2")
+    try:
+        with pytest.raises(BackendUnavailable, match="not a shard layout"):
+            queue.push("/report", b"request")
+    finally:
+        queue.close()
