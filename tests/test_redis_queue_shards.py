@@ -320,3 +320,28 @@ def test_a_stored_layout_that_is_not_offloads_is_an_outage_with_what_to_do(
             queue.push("/report", b"request")
     finally:
         queue.close()
+
+
+def test_claims_pass_over_a_shard_whose_master_is_down(queue: RedisQueue, monkeypatch: pytest.MonkeyPatch) -> None:
+    from offload.errors import BackendUnavailable
+
+    for each in keys_per_shard(1).values():
+        queue.push(each[0], b"request")
+    down = queue.shards[0]
+    run = queue._run
+
+    def failing(source: str, shard: Any, keys: list[Any], args: list[Any]) -> Any:
+        if shard is down:
+            raise BackendUnavailable("the master of shard 0 is failing over")
+        return run(source, shard, keys, args)
+
+    monkeypatch.setattr(queue, "_run", failing)
+    claims = queue.claim_many(lease=30, wait=0, limit=100)
+    assert sorted(shard(claim) for claim in claims) == list(range(1, DEFAULT_SHARDS))
+    queue.ack_many(claims)
+    with pytest.raises(BackendUnavailable):  # nothing anywhere else: the outage is the answer
+        queue.claim(lease=30, wait=0)
+    monkeypatch.undo()
+    last = queue.claim(lease=30, wait=0)
+    assert last is not None and shard(last) == 0
+    queue.ack(last)

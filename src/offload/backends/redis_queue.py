@@ -444,22 +444,31 @@ class RedisQueue(Queue):
         (``XREADGROUP COUNT``) of its shard. Starting each call at the next
         shard keeps any shard from starving. With no job anywhere: the
         seconds until a delayed job is due, or :data:`RECHECK`, whichever is sooner.
+        A shard whose master is down (failing over) is passed over while
+        others have jobs; with none found, its outage is raised.
         """
         claims: list[Claim] = []
         due = RECHECK
+        outage: BackendUnavailable | None = None
         count = len(self.shards)
         for step in range(count):
             index = (first + step) % count
             shard = self.shards[index]
             keys = [shard.jobs, shard.delayed, shard.held, shard.leases, shard.rescanned]
             args = [consumer, self._lease_ms(lease), self._horizon, limit - len(claims), ms(RESCAN)]
-            found = self._run(_CLAIM, shard, keys, args)
+            try:
+                found = self._run(_CLAIM, shard, keys, args)
+            except BackendUnavailable as error:
+                outage = error
+                continue
             if isinstance(found, list):
                 claims += [self._claim(index, job, fields, consumer, int(times)) for job, fields, times in found]
                 if len(claims) >= limit:
                     break
             elif int(found) > 0:
                 due = min(due, int(found) / 1000)
+        if outage is not None and not claims:
+            raise outage
         return claims, due
 
     def _wait(self, index: int, consumer: str, seconds: float, lease: float, limit: int) -> list[Claim]:
