@@ -46,7 +46,7 @@ from offload.errors import BackendUnavailable
 log = logging.getLogger("offload.redis")
 
 #: Shards of a queue on a cluster when the first process's URL does not say. The count is fixed once
-#: stored, while a cluster may grow: 16 tags spread over up to 16 masters, and evenly over 3 to 5.
+#: stored, while a cluster may grow: 16 shards use up to 16 masters, and 3 to 8 evenly enough.
 DEFAULT_SHARDS = 16
 
 # KEYS: the shards' key, then the one-shard stream and delayed set of each namespace of the prefix.
@@ -69,7 +69,10 @@ _warned: set[tuple[str, str]] = set()
 
 
 def shards_of(connection: RedisConnection, names: Names) -> list[Names]:
-    """The names of each shard of ``names``'s queue, in order: one round trip on a cluster, none otherwise."""
+    """The names of each shard of ``names``'s queue, in order: none on one server; on a cluster, read once.
+
+    One round trip when the shards are stored; the first process stores them, in two more.
+    """
     if not connection.cluster:
         return [names]
     with connection.errors():
@@ -96,7 +99,7 @@ async def ashards_of(connection: RedisConnection, names: Names) -> list[Names]:
 
 
 def _agree_keys(names: Names, namespaces: Iterable[bytes]) -> list[str]:
-    """The count's key, then the one-shard stream and delayed set of ``names``'s namespace and each listed one."""
+    """The shards' key, then the one-shard stream and delayed set of ``names``'s namespace and each listed one."""
     keys = [names.queue_shards, names.jobs, names.delayed]
     for member in namespaces:
         namespace = member.decode("ascii", "replace")
