@@ -200,16 +200,20 @@ def test_counts_listings_and_dead_letters_add_up_over_the_shards(queue: RedisQue
 
 
 def test_a_capped_push_holds_over_the_whole_queue(queue: RedisQueue) -> None:
-    accepted = refused = 0
+    """Each shard takes its part of the cap (3 or 2 of 40): the whole queue holds 40 jobs, never more."""
+    refused = 0
     for number in range(400):
         try:
-            queue.push(f"/report?n={number}", b"request", limit=32)
-            accepted += 1
+            queue.push(f"/report?n={number}", b"request", limit=40)
         except QueueFull:
             refused += 1
-    per_shard = 32 // DEFAULT_SHARDS  # ceil(32 / 16)
-    assert accepted == DEFAULT_SHARDS * per_shard and refused == 400 - accepted
-    assert queue.stats()["queued"] == 32
+    assert refused == 400 - 40 and queue.stats()["queued"] == 40
+    claims = queue.claim_many(lease=30, wait=0, limit=5)
+    for claim in claims:  # running jobs do not count: their shards take as many more
+        queue.push(claim.key, b"again", limit=40)
+    with pytest.raises(QueueFull):
+        queue.push(claims[0].key, b"once more", limit=40)
+    assert queue.stats() == {"queued": 40, "running": 5, "dead": 0}
 
 
 def test_native_pushes_spread_and_are_capped_as_the_blocking_ones(queue: RedisQueue) -> None:
@@ -304,7 +308,9 @@ def test_job_ids_name_their_shard_and_keys_hash_alike_everywhere() -> None:
     assert locate("1700000000000-0", 1) == (0, "1700000000000-0")
     assert locate("16:1-0", 16) is None and locate("1-0", 16) is None and locate("x:1-0", 16) is None
     assert shard_of("/report?n=1", 16) == 3 and shard_of("anything", 1) == 0  # CRC-32: the same in every process
-    assert [share(10_000, 16), share(32, 16), share(33, 16), share(1, 16)] == [625, 2, 3, 1]
+    assert [share(10_000, 16, shard) for shard in (0, 15)] == [625, 625]
+    assert [share(40, 16, shard) for shard in range(16)] == [3] * 8 + [2] * 8  # 40 in all
+    assert [share(5, 16, shard) for shard in (0, 4, 5, 15)] == [1, 1, 1, 1]  # a cap below the shards: one each
 
 
 def test_a_stored_layout_that_is_not_offloads_is_an_outage_with_what_to_do(

@@ -44,8 +44,9 @@ waiting jobs (stream length minus leases still running, plus delayed jobs) in
 the same script that adds the job. Each operation is one script: one round trip.
 
 With several shards, a push goes to the shard of its key (:func:`~offload.backends.redis_shards.shard_of`),
-and its limit caps that shard at its part, ``ceil(limit / shards)``: the whole
-queue holds at most ``shards - 1`` jobs more than the limit. A claim takes
+and its limit caps that shard at its part (:func:`~offload.backends.redis_shards.share`):
+the parts add up to the limit, so the whole queue holds no more (but each
+shard at least one). A claim takes
 from the shards in turn, one script each, from a start that moves on by one
 shard at every call, until it has enough; with none anywhere it blocks on its
 first shard (``XREADGROUP BLOCK``) until a push there or the next look, at
@@ -405,9 +406,10 @@ class RedisQueue(Queue):
         self, shards: list[Names], key: str, payload: bytes, limit: int | None
     ) -> tuple[list[Any], list[Any]]:
         """The push script's keys and arguments: the key's shard, and that shard's part of the limit."""
-        shard = shards[shard_of(key, len(shards))]
+        index = shard_of(key, len(shards))
+        shard = shards[index]
         keys = [shard.jobs, shard.delayed, shard.namespaces]
-        cap = "" if limit is None else share(limit, len(shards))
+        cap = "" if limit is None else share(limit, len(shards), index)
         return keys, [shard.group, self._horizon, cap, key, payload, self.namespace]
 
     def push(self, key: str, payload: bytes, limit: int | None = None) -> None:
@@ -563,11 +565,9 @@ class RedisQueue(Queue):
             self._run(_RELEASE, shard, keys, [*owner, ms(delay) if delay > 0 else 0])
 
     def bury(self, claim: Claim, error: str) -> None:
-        found = self._one(claim)
-        if found is not None:
-            shard, owner = found
-            kept = share(DEAD_LETTERS, len(self.shards))
-            self._run(_BURY, shard, [shard.jobs, shard.dead, shard.leases], [*owner, error, kept])
+        for index, owned in self._owned([claim]).items():
+            shard, kept = self.shards[index], share(DEAD_LETTERS, len(self.shards), index)
+            self._run(_BURY, shard, [shard.jobs, shard.dead, shard.leases], [*owned[0][1], error, kept])
 
     def dead(self, limit: int = 100) -> list[DeadJob]:
         """The newest dead letters of every shard, newest first."""

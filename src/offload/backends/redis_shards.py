@@ -176,9 +176,16 @@ def shard_of(key: str, count: int) -> int:
     return zlib.crc32(key.encode("utf-8", "surrogateescape")) % count if count > 1 else 0
 
 
-def share(limit: int, count: int) -> int:
-    """Each shard's part of a queue capped at ``limit`` waiting jobs: ``ceil(limit / count)``."""
-    return -(-limit // count)
+def share(limit: int, count: int, shard: int) -> int:
+    """Shard ``shard``'s part of a cap of ``limit`` over ``count`` shards.
+
+    The parts add up to ``limit`` (the first ``limit % count`` shards take one
+    more), so the whole queue never holds more; but each is at least one, so
+    that no key is refused on an empty queue: a cap below ``count`` holds at
+    one job per shard.
+    """
+    part, rest = divmod(limit, count)
+    return max(1, part + (shard < rest))
 
 
 def make_job_id(shard: int, entry: str, count: int) -> str:
