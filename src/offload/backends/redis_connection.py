@@ -142,6 +142,8 @@ class Names:
         self.leases = f"{base}:leases"
         self.rescanned = f"{base}:rescanned"
         self.dead = f"{base}:dead"
+        #: A queue spread over shards: one entry per push, for one claim blocked on it (see redis_queue).
+        self.wakeups = f"{base}:wakeups"
         # Channels.
         self.expired = f"{base}:expired:{database}"
         self.stored = f"{base}:stored:{database}"

@@ -48,9 +48,12 @@ and its limit caps that shard at its part (:func:`~offload.backends.redis_shards
 the parts add up to the limit, so the whole queue holds no more (but each
 shard at least one). A claim takes
 from the shards in turn, one script each, from a start that moves on by one
-shard at every call, until it has enough; with none anywhere it blocks on its
-first shard (``XREADGROUP BLOCK``) until a push there or the next look, at
-most :data:`RECHECK` later. Concurrent claims block on different shards. Each
+shard at every call, until it has enough. With none anywhere it blocks on the
+queue's wake-up list (``BLPOP``, in the prefix's slot), to which every push,
+release and revival adds an entry once its job is in place: Redis hands each
+entry to one blocked claim, which then looks at every shard again, so a push
+to any shard wakes one waiting worker at once. It looks again anyway after
+:data:`RECHECK` at the latest, for lapsed leases and delayed jobs. Each
 shard keeps its jobs in order; across shards, claims take them in turn, not
 strictly oldest first. A job id names its shard (``<shard>:<stream id>``), so
 acks, renewals, releases, burials and revivals go to it, and the batched ones
@@ -92,6 +95,16 @@ RESCAN = 60.0
 
 #: About how many dead letters a namespace keeps: the oldest go first.
 DEAD_LETTERS = 10_000
+
+#: Wake-ups a queue spread over shards keeps while no claim waits: each sends one more claim over the shards.
+WAKE_BACKLOG = 16
+
+# KEYS: the wake-up list. ARGV: the entries it keeps. Wakes one claim blocked on it (BLPOP), or the next to block.
+_WAKE = """
+redis.call('LPUSH', KEYS[1], 1)
+redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[1]) - 1)
+return 1
+"""
 
 _WAITING = """
 local function running(stream, group, horizon)
@@ -416,6 +429,13 @@ class RedisQueue(Queue):
         keys, args = self._push_args(self.shards, key, payload, limit)
         if not self.redis.run(_PUSH, keys, args):
             raise QueueFull()
+        self._wake()
+
+    def _wake(self) -> None:
+        """Wake one claim blocked on a queue spread over shards; if that fails, claims find the job at a recheck."""
+        if len(self.shards) > 1:
+            with contextlib.suppress(BackendUnavailable):
+                self.redis.run(_WAKE, [self.names.wakeups], [WAKE_BACKLOG])
 
     def claim(self, lease: float, wait: float) -> Claim | None:
         claims = self.claim_many(lease, wait, 1)
@@ -474,11 +494,16 @@ class RedisQueue(Queue):
         return claims, due
 
     def _wait(self, index: int, consumer: str, seconds: float, lease: float, limit: int) -> list[Claim]:
-        """Block on shard ``index`` until new jobs come or ``seconds`` pass; lease the jobs that came.
+        """Block until new jobs come or ``seconds`` pass; lease the jobs that came.
 
-        A push wakes one worker blocked on its shard at once; concurrent
-        claims block on different shards (each starts at the next one).
+        One shard: block on its stream, and a push hands its entry to one
+        blocked worker. Several: block on the wake-up list, and return
+        nothing, for the caller to look at every shard.
         """
+        if len(self.shards) > 1:  # a push to any shard adds a wake-up: the caller then looks at every shard
+            with self.redis.errors():
+                self.redis.blocking.blpop([self.names.wakeups], timeout=seconds)
+            return []
         shard = self.shards[index]
         with self.redis.errors():
             try:
@@ -563,6 +588,8 @@ class RedisQueue(Queue):
             shard, owner = found
             keys = [shard.jobs, shard.delayed, shard.held, shard.leases]
             self._run(_RELEASE, shard, keys, [*owner, ms(delay) if delay > 0 else 0])
+            if delay <= 0:
+                self._wake()
 
     def bury(self, claim: Claim, error: str) -> None:
         for index, owned in self._owned([claim]).items():
@@ -597,7 +624,10 @@ class RedisQueue(Queue):
             return False
         shard = self.shards[where[0]]
         keys = [shard.dead, shard.jobs, shard.namespaces]
-        return bool(self.redis.run(_REVIVE, keys, [where[1], self.namespace]))
+        revived = bool(self.redis.run(_REVIVE, keys, [where[1], self.namespace]))
+        if revived:
+            self._wake()
+        return revived
 
     def stats(self) -> dict[str, int]:
         """The counts of every shard, summed: one script per shard."""
@@ -653,6 +683,9 @@ class RedisQueue(Queue):
             self._shards = await ashards_of(self.redis, self.names)
         if not await self.redis.arun(_PUSH, *self._push_args(self._shards, key, payload, limit)):
             raise QueueFull()
+        if len(self._shards) > 1:
+            with contextlib.suppress(BackendUnavailable):
+                await self.redis.arun(_WAKE, [self.names.wakeups], [WAKE_BACKLOG])
 
     async def aclose(self) -> None:
         """Close the connections of the running event loop; call it before the loop ends."""
