@@ -4,7 +4,8 @@ The isolation scenario of :mod:`offload_bench.bench` (gunicorn on core 1
 serving a hit to a paced wrk load on core 0, then the same load while one
 ``offload worker`` per core burns 100 ms of CPU per job), run once per
 ``--sched`` class in every round: ``normal`` (``--nice 10`` alone, the
-default), ``batch`` and ``idle``. The classes take turns in a shuffled order
+default), ``batch`` and ``idle``; and once with the workers on cores of
+their own (``cpus``: ``--cpus`` naming every core but the web server's). The classes take turns in a shuffled order
 within a round, and each busy run follows a quiet run of its own (no jobs),
 so each ratio compares two runs a few seconds apart on a shared machine. Prints a table and writes
 the raw figures as JSON.
@@ -28,7 +29,7 @@ from offload_bench.bench import QUICK, Bench, bench_run, enqueue_offload, say, w
 from offload_bench.load import SERVER_CORE, Server, cores, log_lines, pinned, wrk
 from offload_bench.procs import leaf_descendants
 
-POLICIES = ("normal", "batch", "idle")
+POLICIES = ("normal", "batch", "idle", "cpus")
 APP = "offload_bench.bench_apps:wsgi_offload"
 
 
@@ -40,8 +41,12 @@ def busy_workers(bench: Bench, url: str, policy: str, log: Path, pin: bool) -> l
     machine's other load mixed in.
     """
     command = [sys.executable, "-m", "offload", "worker", APP, "--url", url, "--log-level", "warning"]
-    command += ["--sched", policy]
-    if pin:
+    if policy == "cpus":  # every core but the web server's, in the default class
+        others = sorted(os.sched_getaffinity(0) - {SERVER_CORE % cores()}) or [SERVER_CORE % cores()]
+        command += ["--cpus", ",".join(map(str, others))]
+    else:
+        command += ["--sched", policy]
+    if pin and policy != "cpus":
         command = pinned(SERVER_CORE, command)
     return [
         bench.processes.start(f"worker-{policy}-{n}-{time.monotonic_ns()}", command, env=bench.env(url, log))
@@ -126,7 +131,12 @@ def table(figures: dict[str, Any]) -> str:
         f"| {statistics.median(r['p99'] for r in idle):.2f} | "
         f"| {statistics.median(r['wait_us'] for r in idle):.0f} | |",
     ]
-    labels = {"normal": "busy, --nice 10 (default)", "batch": "busy, --sched batch", "idle": "busy, --sched idle"}
+    labels = {
+        "normal": "busy, --nice 10 (default)",
+        "batch": "busy, --sched batch",
+        "idle": "busy, --sched idle",
+        "cpus": "busy, --cpus (every core but the web server's)",
+    }
     for policy in POLICIES:
         runs = figures[policy]
         ratio = statistics.median(busy["p99"] / busy["quiet"]["p99"] for busy in runs)

@@ -262,7 +262,7 @@ def backend_restart(stack: Stack, sizes: Sizes, row: Row, server: BackendServer)
 
 
 def failover(stack: Stack, sizes: Sizes, row: Row, server: BackendServer) -> None:
-    """Kill the master holding offload's keys under load; its replica takes over.
+    """Kill the master holding the cache (and the queue shards it serves) under load; its replica takes over.
 
     Meanwhile requests get 202 or 503 (never another 5xx, never a traceback);
     afterwards every URL gets its answer. A job that ran around the failover

@@ -295,7 +295,7 @@ class RedisClusterServer(BackendServer):
         return self.cluster.url
 
     def fail_over(self) -> int:
-        """SIGKILL the master of offload's keys (hash tag ``{offload}``); return once a replica took over."""
+        """SIGKILL the master of the cache, ``{offload}``, and of the queue shards it serves; wait for its replica."""
         assert self.cluster is not None, "launch() first"
         return self.cluster.kill_master("{offload}")
 

@@ -4,7 +4,8 @@ Each run starts real web processes, workers and a throwaway backend server,
 and kills, stops and floods them (see ``docs/RELIABILITY.md``). A backend
 whose server is not installed is skipped, unless ``OFFLOAD_REQUIRE_SERVERS=1``.
 On a Redis Cluster of its own, web processes are SIGKILLed mid-request, then
-the master holding offload's keys is killed and its replica promoted, under load.
+the master holding the cache (and the queue shards it serves) is killed and
+its replica promoted, under load.
 """
 
 from __future__ import annotations

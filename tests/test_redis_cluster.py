@@ -2,7 +2,8 @@
 
 The backend contract suite runs on the session's cluster too (``redis-cluster``
 in ``tests/backends/conftest.py``); this module checks what only a cluster
-has: every key offload writes shares one hash slot, the URL's seeds and its
+has: every key of the cache shares one hash slot and every key of a queue
+shard another (``tests/test_redis_queue_shards.py`` spreads a queue), the URL's seeds and its
 mistakes, and ``offload serve`` with its worker on the cluster answering a miss
 with 202 and then the answer. Failing a master over under load is a chaos
 scenario (``tests/test_chaos.py``).
@@ -19,6 +20,8 @@ from offload_bench.cluster import RedisCluster
 
 from offload.backends import IndexEntry, open_backend
 from offload.backends.redis_connection import Names, RedisConnection
+from offload.backends.redis_queue import RedisQueue
+from offload.backends.redis_shards import shard_of
 from offload.errors import ConfigurationError
 from tests.deployments import Site, serving
 
@@ -66,12 +69,14 @@ def test_a_cluster_url_takes_seeds_and_refuses_what_a_cluster_cannot_do() -> Non
 # -- a real cluster --------------------------------------------------------------------------
 
 
-def test_everything_a_job_writes_lives_in_one_slot(redis_cluster_server: RedisCluster, redis_cluster_url: str) -> None:
+def test_a_job_writes_in_two_slots_the_caches_and_its_queue_shards(
+    redis_cluster_server: RedisCluster, redis_cluster_url: str
+) -> None:
     import redis
 
     backend = open_backend(redis_cluster_url, "shop")
     cache, queue = backend.cache, backend.queue
-    assert cache is not None and queue is not None
+    assert cache is not None and isinstance(queue, RedisQueue)
     try:
         queue.push("k1", b"request")
         claim = queue.claim(lease=5, wait=1)
@@ -92,9 +97,14 @@ def test_everything_a_job_writes_lives_in_one_slot(redis_cluster_server: RedisCl
             for key in node.scan_iter(count=1000):
                 slots.setdefault(node.cluster("KEYSLOT", key), set()).add(key)
     found = {key for keys in slots.values() for key in keys}
-    assert {b"{offload}:shop:r:k1", b"{offload}:shop:p:k1", b"{offload}:shop:jobs"} <= found, found
-    assert b"{offload}:shop:tag:blue" in found and b"{offload}:shop:delayed" in found, found
-    assert len(slots) == 1, f"offload's keys are spread over slots {sorted(slots)}"
+    assert {b"{offload}:shop:r:k1", b"{offload}:shop:p:k1", b"{offload}:shop:tag:blue"} <= found, found
+    # The job's stream, delayed set and held hash are in the shard of its key; a claim made the others' groups.
+    queued = queue.shards[shard_of("k1", len(queue.shards))].head.encode()
+    assert {queued + suffix for suffix in (b":shop:jobs", b":shop:delayed", b":shop:held")} <= found, found
+    tags = {key.partition(b"}")[0] + b"}" for key in found}
+    assert tags <= {b"{offload}"} | {names.head.encode() for names in queue.shards}, tags
+    for tag in tags:
+        assert len([slot for slot, keys in slots.items() if any(key.startswith(tag) for key in keys)]) == 1, slots
 
 
 @pytest.fixture(scope="module", params=["wsgi", "asgi"])

@@ -160,3 +160,75 @@ def _wait_niced(process: subprocess.Popen[bytes]) -> None:
         assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
         time.sleep(0.05)
     time.sleep(0.5)
+
+
+def _affinities(pid: int) -> dict[str, set[int]]:
+    """The CPUs each thread of a process may run on, as the kernel reports them."""
+    return {thread: os.sched_getaffinity(int(thread)) for thread in os.listdir(f"/proc/{pid}/task")}
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2, reason="2 CPUs")
+def test_worker_cpus_keeps_every_thread_on_its_cpus(tmp_path: Path) -> None:
+    """--cpus keeps the worker and each of its threads (those started before and after) on the CPUs it names."""
+    cpu = max(os.sched_getaffinity(0))
+    command = [sys.executable, "-m", "offload", "worker", "tests.behaviour.apps:wsgi_app", "--concurrency", "3"]
+    command += ["--url", f"sqlite:///{tmp_path}/offload.sqlite3", "--cpus", str(cpu)]
+    root = Path(__file__).resolve().parent.parent
+    worker = subprocess.Popen(command, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while os.sched_getaffinity(worker.pid) != {cpu} and time.monotonic() < deadline:
+            assert worker.poll() is None, worker.stderr.read().decode() if worker.stderr else ""
+            time.sleep(0.05)
+        time.sleep(0.5)  # the job threads started, inheriting it
+        affinities = _affinities(worker.pid)
+        assert len(affinities) > 3, "the worker runs its job threads"
+        assert all(cpus == {cpu} for cpus in affinities.values()), affinities
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(30)
+        if worker.stderr is not None:
+            worker.stderr.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="CPU affinity")
+@pytest.mark.parametrize("cpus", ["1-x", "3-1", "", str(max(os.sched_getaffinity(0)) + 64)])
+def test_worker_cpus_refuses_what_it_cannot_run_on(tmp_path: Path, cpus: str) -> None:
+    """A list that is not one, or names a CPU the worker may not use, is a usage error with the reason."""
+    command = [sys.executable, "-m", "offload", "worker", "tests.behaviour.apps:wsgi_app", "--cpus", cpus]
+    command += ["--url", f"sqlite:///{tmp_path}/offload.sqlite3", "--burst"]
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2, done.stderr
+    assert "--cpus" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2, reason="2 CPUs")
+def test_serve_passes_cpus_to_its_workers(tmp_path: Path) -> None:
+    """OFFLOAD_CPUS reaches the job workers `offload serve` starts; its web processes keep every CPU."""
+    every, cpu = os.sched_getaffinity(0), max(os.sched_getaffinity(0))
+    command = [sys.executable, "-m", "offload", "serve", "tests.behaviour.apps:wsgi_app", "--bind", "127.0.0.1:0"]
+    command += ["--url", f"sqlite:///{tmp_path}/offload.sqlite3", "--job-workers", "2", "--web-processes", "1"]
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "OFFLOAD_CPUS": str(cpu)}
+    serve = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        workers: list[int] = []
+        while len(workers) < 2 and time.monotonic() < deadline:
+            assert serve.poll() is None, serve.stderr.read().decode() if serve.stderr else ""
+            workers = [pid for pid in _children(serve.pid) if b"worker" in _cmdline(pid).split(b"\0")]
+            time.sleep(0.1)
+        assert len(workers) == 2
+        for pid in workers:
+            while os.sched_getaffinity(pid) != {cpu} and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert os.sched_getaffinity(pid) == {cpu}
+        server = [pid for pid in _children(serve.pid) if pid not in workers]
+        assert server, "the HTTP server runs"
+        assert all(os.sched_getaffinity(pid) == every for pid in server)
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        serve.wait(60)
+        if serve.stderr is not None:
+            serve.stderr.close()

@@ -152,6 +152,14 @@ def main() -> None:
     help="Linux scheduling class: batch (a CPU hog, never preempts on wakeup), idle (runs when a core has nothing "
     "else to run); default: the class it was started in [env: OFFLOAD_SCHED]",
 )
+@click.option(
+    "--cpus",
+    envvar="OFFLOAD_CPUS",
+    default=None,
+    metavar="LIST",
+    help="Run only on these CPUs (e.g. 2-7 or 0,2), leaving the others to web processes; default: every CPU it "
+    "may use [env: OFFLOAD_CPUS]",
+)
 @protocol_option
 @log_level_option
 @log_format_option
@@ -171,6 +179,7 @@ def worker(
     burst: bool,
     nice: int,
     sched: str | None,
+    cpus: str | None,
     protocol: str,
     log_level: str,
     log_format: str,
@@ -180,7 +189,7 @@ def worker(
     from offload.core import Offloader
     from offload.importer import find_offloader
     from offload.namespaces import namespace_for
-    from offload.priority import UnsupportedPolicy, apply_sched
+    from offload.priority import UnsupportedPolicy, apply_cpus, apply_sched, parse_cpus
     from offload.replay import replayer_for
     from offload.settings import Settings
     from offload.worker import Worker
@@ -226,6 +235,11 @@ def worker(
             raise BadInput(str(error)) from None
         except OSError as error:
             raise BadInput(f"--sched {sched}: the system refused it ({error.strerror})") from None
+    if cpus is not None:
+        try:
+            apply_cpus(parse_cpus(cpus))
+        except (ValueError, UnsupportedPolicy) as error:
+            raise BadInput(f"--cpus {cpus}: {error}") from None
     if chosen == "async":
         from offload.async_worker import AsyncWorker
 

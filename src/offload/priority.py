@@ -6,10 +6,16 @@ of the web process still waits for the worker's time slice to end. Linux's
 ``SCHED_BATCH`` marks the worker as a CPU hog that never preempts on
 wakeup; ``SCHED_IDLE`` runs it only on a core that nothing else wants.
 
-A scheduling class is per thread on Linux and a new thread inherits its
-creator's, so :func:`apply_sched` sets it on every thread the process has
-already started (a backend's subscriber thread, the metrics server), and
-the job threads started after it inherit it.
+No class keeps a busy worker from delaying a web process on the core
+they share (see "Frontend isolation" in docs/PERFORMANCE.md); cores of
+their own do: :func:`apply_cpus` keeps a worker on the CPUs it is given
+(``--cpus 2-7``), leaving the others to the web processes, as ``taskset``
+or a cgroup cpuset would.
+
+A scheduling class and a CPU affinity are per thread on Linux and a new
+thread inherits its creator's, so both are set on every thread the process
+has already started (a backend's subscriber thread, the metrics server),
+and the job threads started after it inherit them.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import sys
 
 from offload.errors import OffloadError
 
-__all__ = ["POLICIES", "UnsupportedPolicy", "apply_sched"]
+__all__ = ["POLICIES", "UnsupportedPolicy", "apply_cpus", "apply_sched", "parse_cpus"]
 
 #: ``--sched`` choices and the ``os`` constant each one names: ``normal`` is the default class (SCHED_OTHER).
 POLICIES = {"normal": "SCHED_OTHER", "batch": "SCHED_BATCH", "idle": "SCHED_IDLE"}
@@ -65,5 +71,43 @@ def apply_sched(policy: str) -> None:
         try:
             if os.sched_getscheduler(thread) != constant:  # leaving a class can need a privilege: only change
                 os.sched_setscheduler(thread, constant, parameters)
+        except ProcessLookupError:  # the thread ended since the listing
+            continue
+
+
+def parse_cpus(text: str) -> set[int]:
+    """The CPU numbers of a list such as ``taskset -c`` takes: ``"2-7"``, ``"0,2,4-5"``.
+
+    >>> sorted(parse_cpus("0,2,4-5"))
+    [0, 2, 4, 5]
+    """
+    cpus: set[int] = set()
+    for part in text.replace(" ", "").split(","):
+        first, dash, last = part.partition("-")
+        if not first.isdigit() or (dash and not last.isdigit()):
+            raise ValueError(f"{text!r} is not a list of CPU numbers such as 0,2,4-7")
+        low, high = int(first), int(last) if dash else int(first)
+        if high < low:
+            raise ValueError(f"{part!r}: a range goes from low to high")
+        cpus.update(range(low, high + 1))
+    return cpus
+
+
+def apply_cpus(cpus: set[int]) -> None:
+    """Keep every thread of this process on ``cpus``; raises ValueError for CPUs it may not run on.
+
+    Raises :class:`UnsupportedPolicy` on a platform without CPU affinity (``os.sched_setaffinity``).
+    """
+    if not hasattr(os, "sched_setaffinity"):
+        raise UnsupportedPolicy(f"--cpus needs CPU affinity (os.sched_setaffinity), which {sys.platform} does not have")
+    allowed = os.sched_getaffinity(0)
+    if not cpus or not cpus <= allowed:
+        raise ValueError(
+            f"CPU(s) {', '.join(map(str, sorted(cpus - allowed))) or 'none'} are not among those this process "
+            f"may run on ({', '.join(map(str, sorted(allowed)))})"
+        )
+    for thread in _threads():
+        try:
+            os.sched_setaffinity(thread, cpus)
         except ProcessLookupError:  # the thread ended since the listing
             continue

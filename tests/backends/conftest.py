@@ -3,7 +3,9 @@
 A test that takes ``spec``, ``cache`` or ``queue`` runs once per entry of
 :data:`BACKENDS` that can take it: a test marked ``shared_backend`` only on
 backends whose cache or queue several processes share, one marked
-``native_coroutines`` only on those with native coroutines. Adding a backend is
+``native_coroutines`` only on those with native coroutines, one marked
+``one_shard`` only on those whose queue is not spread over shards (a Redis
+Cluster's is: see ``tests/test_redis_cluster.py``). Adding a backend is
 one line there plus a fixture that returns its
 :class:`~backend_contract.BackendSpec`.
 
@@ -37,6 +39,8 @@ class Backend:
     fixture: str
     cache: str | None
     queue: str | None
+    #: Whether its queue is spread over shards: each shard in order, claimed in turn, each capped at its part.
+    sharded: bool = False
 
     def part(self, name: str) -> type | None:
         """The class of the backend's ``cache`` or ``queue``, None when it has no such part."""
@@ -54,7 +58,7 @@ BACKENDS: dict[str, Backend] = {
     "sqlite": Backend("sqlite_spec", "offload.backends.sqlite:SQLiteCache", "offload.backends.sqlite:SQLiteQueue"),
     "redis": Backend("redis_spec", "offload.backends.redis:RedisCache", "offload.backends.redis_queue:RedisQueue"),
     "redis-cluster": Backend(
-        "redis_cluster_spec", "offload.backends.redis:RedisCache", "offload.backends.redis_queue:RedisQueue"
+        "redis_cluster_spec", "offload.backends.redis:RedisCache", "offload.backends.redis_queue:RedisQueue", True
     ),
     "memcached+redis": Backend(
         "memcached_spec", "offload.backends.memcached:MemcachedCache", "offload.backends.redis_queue:RedisQueue"
@@ -72,6 +76,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "shared_backend: runs on the backends that several processes share")
     config.addinivalue_line("markers", "native_coroutines: runs on the backends with native coroutines")
     config.addinivalue_line("markers", "notifies: runs on the backends whose cache tells of stored answers")
+    config.addinivalue_line(
+        "markers", "one_shard: runs on the backends whose queue is one shard: one order for all jobs, an exact cap"
+    )
 
 
 def takes(part: type | None, name: str, definition: pytest.Function) -> bool:
@@ -91,10 +98,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "spec" not in metafunc.fixturenames:
         return
     parts = [name for name in NATIVE if name in metafunc.fixturenames]
+    one_shard = metafunc.definition.get_closest_marker("one_shard") is not None
     names = [
         name
         for name, backend in BACKENDS.items()
         if all(takes(backend.part(part), part, metafunc.definition) for part in parts)
+        and not (one_shard and backend.sharded)
     ]
     metafunc.parametrize("spec", names, indirect=True)
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from offload.backends import Queue
 
 
+@pytest.mark.one_shard
 def test_waiting_lists_the_jobs_a_claim_takes_next_without_taking_them(queue: Queue) -> None:
     assert queue.waiting() == [] and queue.running() == []
     for number in range(3):

@@ -39,6 +39,7 @@ def test_push_claim_ack(queue: Queue) -> None:
     assert claim_now(queue) is None
 
 
+@pytest.mark.one_shard
 def test_jobs_come_out_oldest_first(queue: Queue) -> None:
     for number in range(5):
         queue.push(f"key-{number}", str(number).encode())
@@ -69,6 +70,7 @@ def test_release_hands_the_job_back_at_once(queue: Queue) -> None:
     assert queue.stats() == {"queued": 0, "running": 0, "dead": 0}
 
 
+@pytest.mark.one_shard
 def test_a_released_job_goes_to_the_back_of_the_queue(queue: Queue) -> None:
     queue.push("first", b"1")
     queue.push("second", b"2")
@@ -92,6 +94,7 @@ def test_release_with_a_delay_holds_the_job_back(queue: Queue) -> None:
     assert again is not None and (again.key, again.payload) == ("key", b"payload")
 
 
+@pytest.mark.one_shard
 def test_bury_keeps_a_dead_letter_out_of_the_queue(queue: Queue) -> None:
     queue.push("doomed", b"payload")
     queue.push("fine", b"other")
@@ -170,6 +173,7 @@ def test_extend_keeps_a_long_job(queue: Queue) -> None:
     assert queue.stats() == {"queued": 0, "running": 0, "dead": 0}
 
 
+@pytest.mark.one_shard
 def test_push_with_limit_refuses_past_the_cap(queue: Queue) -> None:
     queue.push("a", b"1", limit=2)
     queue.push("b", b"2", limit=2)
@@ -185,6 +189,7 @@ def test_push_with_limit_refuses_past_the_cap(queue: Queue) -> None:
     assert queue.stats() == {"queued": 3, "running": 1, "dead": 0}
 
 
+@pytest.mark.one_shard
 def test_push_with_limit_is_atomic_across_threads(queue: Queue) -> None:
     barrier = threading.Barrier(8)
     refused: list[int] = []
@@ -268,6 +273,27 @@ def test_each_job_is_claimed_once_across_threads(queue: Queue, batch: int | None
     assert sorted(claimed) == sorted(keys)
 
 
+def test_waiting_claimers_each_get_a_job_of_a_burst(queue: Queue) -> None:
+    """Six workers wait on an empty queue; six pushes in a row reach six of them, none twice, none lost."""
+    got: list[list[str]] = []
+    lock = threading.Lock()
+
+    def wait_for_one() -> None:
+        claim = queue.claim(lease=60, wait=60)
+        with lock:
+            got.append([] if claim is None else [claim.key])
+
+    waiters = [threading.Thread(target=wait_for_one) for _ in range(6)]
+    for waiter in waiters:
+        waiter.start()
+    time.sleep(0.5)  # let them all wait (a push before that is claimed at once, which proves less)
+    for number in range(6):
+        queue.push(f"burst-{number}", b"x")
+    for waiter in waiters:
+        waiter.join(120)
+    assert sorted(key for keys in got for key in keys) == [f"burst-{number}" for number in range(6)]
+
+
 @pytest.mark.shared_backend
 def test_each_job_is_claimed_once_across_processes(spec: BackendSpec, queue: Queue) -> None:
     keys = [f"key-{number}" for number in range(40)]
@@ -304,6 +330,7 @@ def test_close_then_use_again(queue: Queue) -> None:
 
 
 @pytest.mark.native_coroutines
+@pytest.mark.one_shard
 def test_native_push_keeps_the_contract(queue: Queue) -> None:
     """A backend's optional ``apush`` (awaited by the ASGI middleware) pushes, and refuses past the cap."""
     native: Any = queue
@@ -328,6 +355,7 @@ def push_keys(queue: Queue, count: int) -> None:
         queue.push(f"key-{number}", b"x")
 
 
+@pytest.mark.one_shard
 def test_claim_many_takes_up_to_the_limit_oldest_first(queue: Queue) -> None:
     for number in range(5):
         queue.push(f"key-{number}", str(number).encode())
@@ -357,6 +385,7 @@ def test_claim_many_waits_for_the_first_job(queue: Queue) -> None:
     queue.ack(claims[0])
 
 
+@pytest.mark.one_shard
 def test_each_claim_of_a_batch_owns_only_its_own_job(queue: Queue) -> None:
     push_keys(queue, 3)
     a, b, c = queue.claim_many(lease=30, wait=0.2, limit=3)
@@ -396,6 +425,7 @@ def test_a_lapsed_batch_is_claimable_again(queue: Queue) -> None:
     assert queue.stats() == {"queued": 0, "running": 0, "dead": 0}
 
 
+@pytest.mark.one_shard
 def test_ack_many_removes_the_jobs_its_claims_still_own(queue: Queue) -> None:
     push_keys(queue, 4)
     lost = queue.claim_many(lease=0.3, wait=0.2, limit=1)

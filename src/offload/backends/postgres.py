@@ -3,9 +3,10 @@
 Uses psycopg 3 (the ``postgres`` extra). The atomic add is an
 ``INSERT ... ON CONFLICT DO UPDATE ... WHERE expired`` whose row count says who
 won; a worker claims the oldest waiting job of its namespace with ``FOR UPDATE
-SKIP LOCKED``, so workers never block each other; a push sends ``NOTIFY`` and
-waiting workers sleep in ``LISTEN`` (the design of queue_classic), looking
-again every second for leases that ran out. All times are the server's clock.
+SKIP LOCKED``, so workers never block each other; a push sends ``NOTIFY``, and
+the waiting worker whose turn it is sleeps in ``LISTEN`` (the design of
+queue_classic, without its herd: the others wait for the turn, an advisory
+lock), looking again every second for leases that ran out. All times are the server's clock.
 Connections come from a small pool, safe across threads and renewed after a
 fork; they fail fast (``connect_timeout`` 3 s unless the URL sets one), so an
 outage is a :class:`~offload.errors.BackendUnavailable`, never a hung request.
@@ -851,6 +852,11 @@ class Watcher:
             log.exception("a watcher of stored answers failed")
 
 
+def turn_key(name: str) -> int:
+    """The 64-bit advisory lock key of ``name``: stable across processes and versions (unlike ``hash``)."""
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
+
+
 def like_pattern(pattern: str) -> str:
     """The pattern as a ``LIKE`` expression over canonical paths: ``*`` becomes ``%``, the rest is literal.
 
@@ -868,6 +874,8 @@ class PostgresQueue(Queue):
         self.db = database
         self.namespace = namespace
         self.channel = channel_name("jobs", database.schema, namespace)
+        self.turn = f"offload.claim.{self.channel}"  # the advisory lock that says which waiting worker listens
+        self._turn_key = sql.Literal(turn_key(self.turn))
 
     def push(self, key: str, payload: bytes, limit: int | None = None) -> None:
         params = {"ns": self.namespace, "key": key, "payload": payload, "limit": limit, "channel": self.channel}
@@ -907,23 +915,70 @@ class PostgresQueue(Queue):
         return claims[0] if claims else None
 
     def claim_many(self, lease: float, wait: float, limit: int) -> list[Claim]:
-        """One ``UPDATE ... FOR UPDATE SKIP LOCKED LIMIT n`` statement takes up to ``limit`` jobs."""
+        """One ``UPDATE ... FOR UPDATE SKIP LOCKED LIMIT n`` statement takes up to ``limit`` jobs.
+
+        A push's ``NOTIFY`` reaches every session that listens, so if every
+        waiting worker listened, each push would wake them all to race for
+        one job. Instead, waiting workers take turns: the one holding the
+        queue's advisory lock (the turn) listens, claims, and looks each
+        second (``RECHECK``) for leases that ran out and delayed releases;
+        the others wait for the lock, which PostgreSQL hands to the next in
+        line as soon as the listener leaves with a job. Every call looks
+        once before it waits.
+        """
         if limit < 1:
             return []
+        claims = self._claim_now(lease, limit)
+        if claims or wait <= 0:
+            return claims
         deadline = time.monotonic() + wait
-        if wait <= 0:
-            return self._claim_now(lease, limit)
         try:
-            with self.db.connection(listen=self.channel) as listener:  # listening before looking: no lost wake-up
-                while True:
-                    claims = self._claim_now(lease, limit)
-                    remaining = deadline - time.monotonic()
-                    if claims or remaining <= 0:
-                        return claims
-                    for _ in listener.notifies(timeout=min(remaining, RECHECK), stop_after=1):
-                        pass
+            with self.db.connection() as turn:
+                if not self._take_turn(turn, deadline - time.monotonic()):
+                    return []
+                try:
+                    return self._listen(lease, limit, deadline)
+                finally:
+                    self._give_turn(turn)
         except psycopg.Error as error:
             raise BackendUnavailable(f"PostgreSQL at {self.db.display_url}: {error}".strip()) from error
+
+    def _take_turn(self, conn: psycopg.Connection[Any], seconds: float) -> bool:
+        """Wait up to ``seconds`` for the queue's turn, a session-level advisory lock ``conn`` then holds.
+
+        One round trip: without parameters the two statements go as one
+        simple query, one implicit transaction, so the lock timeout ends
+        with it while the lock stays with the session.
+        """
+        if seconds <= 0:
+            return False
+        timeout = sql.Literal(f"{max(1, round(seconds * 1000))}ms")
+        take = sql.SQL("SET LOCAL lock_timeout = {}; SELECT pg_advisory_lock({})").format(timeout, self._turn_key)
+        try:
+            conn.execute(take)
+        except pg_errors.LockNotAvailable:
+            return False
+        return True
+
+    def _give_turn(self, conn: psycopg.Connection[Any]) -> None:
+        """Hand the turn to the next waiter; a connection that cannot is closed, which hands it on too."""
+        try:
+            conn.execute(sql.SQL("SELECT pg_advisory_unlock({})").format(self._turn_key))
+        except psycopg.Error:
+            conn.close()
+
+    def _listen(self, lease: float, limit: int, deadline: float) -> list[Claim]:
+        """The turn's holder: listen, look, and sleep until a push (or a second) until jobs come or time is up."""
+        with self.db.connection(listen=self.channel) as listener:
+            for _ in listener.notifies(timeout=0):  # what came while nobody listened: the look below finds it
+                pass
+            while True:  # listening before looking: no lost wake-up
+                claims = self._claim_now(lease, limit)
+                remaining = deadline - time.monotonic()
+                if claims or remaining <= 0:
+                    return claims
+                for _ in listener.notifies(timeout=min(remaining, RECHECK), stop_after=1):
+                    pass
 
     def _claim_now(self, lease: float, limit: int) -> list[Claim]:
         token = uuid.uuid4().hex  # one token for the batch: each claim still owns only its own row

@@ -13,7 +13,9 @@ name offload gives a key or a channel (see :class:`Names`).
 ``redis.RedisCluster`` instead; ``?seeds=HOST:PORT,HOST:PORT`` adds more
 nodes to discover the cluster from, should the first be down. On a cluster
 every name carries the hash tag ``{<prefix>}``, so that each script and
-transaction touches one slot (see :class:`Names`).
+transaction touches one slot (see :class:`Names`), except the queue's, which
+is spread over shards of their own tags (``?queue_shards=``, see
+:mod:`offload.backends.redis_shards`).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CLUSTER_SCHEMES",
     "ERRORS",
+    "MAX_QUEUE_SHARDS",
     "NOW",
     "RECHECK",
     "Names",
@@ -52,6 +55,7 @@ __all__ = [
     "RedisConnection",
     "Retry",
     "bytes_or_none",
+    "is_namespace",
     "is_nogroup",
     "live_namespaces",
     "ms",
@@ -76,6 +80,9 @@ NOW = "local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.flo
 
 _DEFAULTS = {"socket_connect_timeout": "2", "socket_timeout": "5"}
 
+#: The most shards a queue may be spread over (``?queue_shards=``): a claim that finds nothing visits each.
+MAX_QUEUE_SHARDS = 256
+
 #: URL schemes of a Redis Cluster.
 CLUSTER_SCHEMES = frozenset({"redis+cluster", "rediss+cluster"})
 
@@ -98,21 +105,26 @@ class Names:
     On a Redis Cluster (``tagged``) the prefix is a hash tag, ``{<prefix>}``,
     and :meth:`key` puts it before each key handed to the cache too: every key
     of the prefix lives in one slot, so a script may touch a key's markers,
-    its answer, the index, the expiry log and the queue at once. Without a
+    its answer, the index and the expiry log at once. A queue spread over
+    shards has the names of :meth:`shard`, one hash tag per shard. Without a
     cluster, names are as they always were.
     """
 
     #: The consumer group every worker of a namespace reads the stream through.
     group = "offload"
 
-    def __init__(self, prefix: str, namespace: str, database: str, tagged: bool = False) -> None:
+    def __init__(
+        self, prefix: str, namespace: str, database: str, tagged: bool = False, head: str | None = None
+    ) -> None:
         self.prefix, self.namespace, self.database = prefix, check_namespace(namespace), database
         self.tagged = tagged
-        #: What every name starts with: the prefix, as a hash tag on a cluster.
-        self.head = f"{{{prefix}}}" if tagged else prefix
+        #: What every name starts with: the prefix, as a hash tag on a cluster (a queue shard's own: see shard()).
+        self.head = head or (f"{{{prefix}}}" if tagged else prefix)
         base = f"{self.head}:{namespace}"
         #: The namespaces that hold something: one set per prefix, maintained on write.
         self.namespaces = f"{self.head}:namespaces"
+        #: How many shards the queues of the prefix are spread over (see offload.backends.redis_shards).
+        self.queue_shards = f"{self.head}:queue-shards"
         # The cache's index of answers (see offload.backends.redis).
         self.answers = f"{base}:answers"
         self.failed = f"{base}:failed"
@@ -130,6 +142,8 @@ class Names:
         self.leases = f"{base}:leases"
         self.rescanned = f"{base}:rescanned"
         self.dead = f"{base}:dead"
+        #: A queue spread over shards: one entry per push, for one claim blocked on it (see redis_queue).
+        self.wakeups = f"{base}:wakeups"
         # Channels.
         self.expired = f"{base}:expired:{database}"
         self.stored = f"{base}:stored:{database}"
@@ -147,8 +161,18 @@ class Names:
         return self.tag_prefix + tag.encode("utf-8", "surrogatepass")
 
     def of(self, namespace: str) -> Names:
-        """The names of another namespace under the same prefix and database."""
-        return Names(self.prefix, namespace, self.database, self.tagged)
+        """The names of another namespace under the same prefix and database (and queue shard)."""
+        return Names(self.prefix, namespace, self.database, self.tagged, self.head)
+
+    def shard(self, tag: int) -> Names:
+        """The names of a shard of a queue spread over a cluster: its hash tag is ``{<prefix>:q<tag>}``.
+
+        A tag of its own puts each shard in a slot of its own, so the shards
+        of a queue land on different masters, while each shard's stream,
+        lease index, delayed jobs and dead letters share a slot, as its
+        scripts need.
+        """
+        return Names(self.prefix, self.namespace, self.database, self.tagged, f"{{{self.prefix}:q{tag}}}")
 
     @staticmethod
     def wake(prefix: str, token: str) -> str:
@@ -167,6 +191,8 @@ class RedisConnection:
         self.cluster = parts.scheme.lower() in CLUSTER_SCHEMES
         #: The other nodes a cluster client may discover the cluster from.
         self.seeds = _seeds(options.pop("seeds", "")) if self.cluster else []
+        #: The shards a queue should have, if the URL says (``?queue_shards=``); the cluster's stored count wins.
+        self.queue_shards = _queue_shards(options.pop("queue_shards", ""), self.cluster)
         self.display_url = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2], query=""))
         if self.cluster:
             parts = parts._replace(scheme=parts.scheme.lower().partition("+")[0])
@@ -395,6 +421,20 @@ def _seeds(text: str) -> list[tuple[str, int]]:
     return seeds
 
 
+def _queue_shards(text: str, cluster: bool) -> int | None:
+    """``?queue_shards=N``: a whole number from 1 to :data:`MAX_QUEUE_SHARDS`, above 1 only on a cluster."""
+    if not text:
+        return None
+    count = int(text) if text.isdigit() else 0
+    if not 1 <= count <= MAX_QUEUE_SHARDS:
+        raise ConfigurationError(f"?queue_shards={text!r}: write a whole number from 1 to {MAX_QUEUE_SHARDS}")
+    if count > 1 and not cluster:
+        raise ConfigurationError(
+            f"?queue_shards={text}: one Redis server keeps its queue in one stream; shards are for redis+cluster://"
+        )
+    return count
+
+
 def _with_address(netloc: str, host: str, port: int) -> str:
     """``netloc`` (with its credentials, if any) naming ``host:port`` instead."""
     credentials, at, _ = netloc.rpartition("@")
@@ -441,7 +481,8 @@ return found
 )
 
 
-def _valid(namespace: str) -> bool:
+def is_namespace(namespace: str) -> bool:
+    """Whether a name read back from Redis is a namespace offload could have written."""
     try:
         check_namespace(namespace)
     except ConfigurationError:
@@ -453,7 +494,9 @@ def live_namespaces(connection: RedisConnection, names: Names) -> dict[str, tupl
     """Each namespace of ``names``'s prefix that holds something: (live answers, logged expiries, jobs)."""
     with connection.errors():
         members: Any = connection.client.smembers(names.namespaces)
-    namespaces = sorted(name for name in (member.decode("ascii", "replace") for member in members) if _valid(name))
+    namespaces = sorted(
+        name for name in (member.decode("ascii", "replace") for member in members) if is_namespace(name)
+    )
     keys: list[str] = []
     for namespace in namespaces:
         other = names.of(namespace)

@@ -2,6 +2,10 @@
 
 Names are those of :class:`~offload.backends.redis_connection.Names`, all
 ``<prefix>:<namespace>:...``, so a worker never sees another namespace's jobs.
+On a Redis Cluster the queue is spread over shards (see
+:mod:`offload.backends.redis_shards`), each a complete set of the structures
+below under a hash tag of its own, ``{<prefix>:q<i>}:<namespace>:...``; on
+one server (and with one shard) there is one set, named as above.
 
 ``jobs``
     The stream, read through the consumer group ``offload``: a claimed job
@@ -20,7 +24,8 @@ Names are those of :class:`~offload.backends.redis_connection.Names`, all
     grow with the number of jobs running.
 ``dead``
     Dead letters, a stream of their own (key, payload, error; the entry's id
-    tells when it was buried), trimmed to about :data:`DEAD_LETTERS`.
+    tells when it was buried), trimmed to about :data:`DEAD_LETTERS` (each
+    shard to its part).
 
 A lease is per job and rides on the entry's delivery time: a job can be taken
 back (``XCLAIM`` with a minimum idle time) once idle for :data:`LEASE_HORIZON`,
@@ -37,12 +42,30 @@ extend, ack, release or bury it. ``release`` adds the job again at the back
 and removes the old entry, in one script. ``push`` with a limit counts the
 waiting jobs (stream length minus leases still running, plus delayed jobs) in
 the same script that adds the job. Each operation is one script: one round trip.
+
+With several shards, a push goes to the shard of its key (:func:`~offload.backends.redis_shards.shard_of`),
+and its limit caps that shard at its part (:func:`~offload.backends.redis_shards.share`):
+the parts add up to the limit, so the whole queue holds no more (but each
+shard at least one). A claim takes
+from the shards in turn, one script each, from a start that moves on by one
+shard at every call, until it has enough. With none anywhere it blocks on the
+queue's wake-up list (``BLPOP``, in the prefix's slot), to which every push,
+release and revival adds an entry once its job is in place: Redis hands each
+entry to one blocked claim, which then looks at every shard again, so a push
+to any shard wakes one waiting worker at once. It looks again anyway after
+:data:`RECHECK` at the latest, for lapsed leases and delayed jobs. Each
+shard keeps its jobs in order; across shards, claims take them in turn, not
+strictly oldest first. A job id names its shard (``<shard>:<stream id>``), so
+acks, renewals, releases, burials and revivals go to it, and the batched ones
+cost one script per shard they touch. Counts and listings add up the shards.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
+import random
 import socket
 import time
 import uuid
@@ -50,7 +73,17 @@ from collections.abc import Sequence
 from typing import Any
 
 from offload.backends.base import DEFAULT_NAMESPACE, Claim, DeadJob, Queue, QueuedJob
-from offload.backends.redis_connection import NOW, RECHECK, RedisConnection, is_nogroup, live_namespaces, ms, redis
+from offload.backends.redis_connection import (
+    NOW,
+    RECHECK,
+    Names,
+    RedisConnection,
+    is_nogroup,
+    live_namespaces,
+    ms,
+    redis,
+)
+from offload.backends.redis_shards import ashards_of, locate, make_job_id, shard_of, shards_of, share
 from offload.errors import BackendUnavailable, QueueFull
 
 #: A lease longer than this is cut to it; a job read by a worker that died
@@ -62,6 +95,16 @@ RESCAN = 60.0
 
 #: About how many dead letters a namespace keeps: the oldest go first.
 DEAD_LETTERS = 10_000
+
+#: Wake-ups a queue spread over shards keeps while no claim waits: each sends one more claim over the shards.
+WAKE_BACKLOG = 16
+
+# KEYS: the wake-up list. ARGV: the entries it keeps. Wakes one claim blocked on it (BLPOP), or the next to block.
+_WAKE = """
+redis.call('LPUSH', KEYS[1], 1)
+redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[1]) - 1)
+return 1
+"""
 
 _WAITING = """
 local function running(stream, group, horizon)
@@ -322,15 +365,19 @@ return 1
 
 
 class RedisQueue(Queue):
-    """A stream read through one consumer group; leases ride on delivery times (see the module docstring)."""
+    """A stream read through one consumer group per shard; leases ride on delivery times (see the module docstring)."""
 
     def __init__(self, connection: RedisConnection, namespace: str = DEFAULT_NAMESPACE) -> None:
         self.redis = connection
         self.namespace = namespace
+        #: The names of a queue of one shard (on a cluster, what a stored count of 1 keeps).
         self.names = connection.names(namespace)
         self.stream = self.names.jobs
         self._horizon = ms(LEASE_HORIZON)
         self._consumer = ("", 0)  # (name, pid): a forked process is another consumer
+        self._shards: list[Names] | None = None
+        # Where the next claim starts: each call the next shard, from a point of this process's own.
+        self._turns = itertools.count(random.randrange(1 << 16))
 
     @property
     def consumer(self) -> str:
@@ -340,20 +387,27 @@ class RedisQueue(Queue):
             self._consumer = (name, os.getpid())
         return name
 
-    def _run(self, source: str, keys: list[Any], args: list[Any]) -> Any:
-        """Run a queue script, creating the consumer group if the stream has none (first use, or data lost)."""
+    @property
+    def shards(self) -> list[Names]:
+        """The names of each shard, in order (see :mod:`offload.backends.redis_shards`); read once."""
+        if self._shards is None:
+            self._shards = shards_of(self.redis, self.names)
+        return self._shards
+
+    def _run(self, source: str, shard: Names, keys: list[Any], args: list[Any]) -> Any:
+        """Run a script on a shard, creating its consumer group if its stream has none (first use, or data lost)."""
         with self.redis.errors():
             try:
-                return self.redis.script(source)(keys, [self.names.group, *args])
+                return self.redis.script(source)(keys, [shard.group, *args])
             except redis.ResponseError as error:
                 if not is_nogroup(error):
                     raise
-            self._create_group()
-            return self.redis.script(source)(keys, [self.names.group, *args])
+            self._create_group(shard)
+            return self.redis.script(source)(keys, [shard.group, *args])
 
-    def _create_group(self) -> None:
+    def _create_group(self, shard: Names) -> None:
         try:
-            self.redis.client.xgroup_create(self.stream, self.names.group, id="0", mkstream=True)
+            self.redis.client.xgroup_create(shard.jobs, shard.group, id="0", mkstream=True)
         except redis.ResponseError as error:
             if "BUSYGROUP" not in str(error):
                 raise
@@ -361,160 +415,284 @@ class RedisQueue(Queue):
     def _lease_ms(self, lease: float) -> int:
         return min(ms(lease), self._horizon)
 
-    def _push_args(self, key: str, payload: bytes, limit: int | None) -> tuple[list[Any], list[Any]]:
-        keys = [self.stream, self.names.delayed, self.names.namespaces]
-        return keys, [self._horizon, "" if limit is None else limit, key, payload, self.namespace]
+    def _push_args(
+        self, shards: list[Names], key: str, payload: bytes, limit: int | None
+    ) -> tuple[list[Any], list[Any]]:
+        """The push script's keys and arguments: the key's shard, and that shard's part of the limit."""
+        index = shard_of(key, len(shards))
+        shard = shards[index]
+        keys = [shard.jobs, shard.delayed, shard.namespaces]
+        cap = "" if limit is None else share(limit, len(shards), index)
+        return keys, [shard.group, self._horizon, cap, key, payload, self.namespace]
 
     def push(self, key: str, payload: bytes, limit: int | None = None) -> None:
-        if not self._run(_PUSH, *self._push_args(key, payload, limit)):
+        keys, args = self._push_args(self.shards, key, payload, limit)
+        if not self.redis.run(_PUSH, keys, args):
             raise QueueFull()
+        self._wake()
+
+    def _wake(self) -> None:
+        """Wake one claim blocked on a queue spread over shards; if that fails, claims find the job at a recheck."""
+        if len(self.shards) > 1:
+            with contextlib.suppress(BackendUnavailable):
+                self.redis.run(_WAKE, [self.names.wakeups], [WAKE_BACKLOG])
 
     def claim(self, lease: float, wait: float) -> Claim | None:
         claims = self.claim_many(lease, wait, 1)
         return claims[0] if claims else None
 
     def claim_many(self, lease: float, wait: float, limit: int) -> list[Claim]:
-        """One script takes lapsed leases and new entries (``XREADGROUP COUNT``) up to ``limit``."""
+        """Claim from the shards in turn; when all are empty, block on the first until a push or a recheck."""
         if limit < 1:
             return []
         deadline = time.monotonic() + wait
         consumer = self.consumer
-        keys = [self.stream, self.names.delayed, self.names.held, self.names.leases, self.names.rescanned]
         while True:
-            found = self._run(_CLAIM, keys, [consumer, self._lease_ms(lease), self._horizon, limit, ms(RESCAN)])
-            if isinstance(found, list):
-                return [self._claim(job_id, fields, consumer, int(count)) for job_id, fields, count in found]
+            first = next(self._turns) % len(self.shards)
+            claims, due = self._sweep(first, consumer, lease, limit)
+            if claims:
+                return claims
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return []
-            due = int(found) / 1000 if int(found) > 0 else RECHECK
-            claims = self._wait(consumer, min(remaining, RECHECK, due), lease, limit)
+            claims = self._wait(first, consumer, min(remaining, due), lease, limit)
             if claims:
                 return claims
 
-    def _wait(self, consumer: str, seconds: float, lease: float, limit: int) -> list[Claim]:
-        """Block on the server until new jobs come or ``seconds`` pass; lease the jobs that came."""
+    def _sweep(self, first: int, consumer: str, lease: float, limit: int) -> tuple[list[Claim], float]:
+        """Up to ``limit`` jobs, one script per shard from ``first`` on, until enough are found.
+
+        Each script takes lapsed leases, due delayed jobs and new entries
+        (``XREADGROUP COUNT``) of its shard. Starting each call at the next
+        shard keeps any shard from starving. With no job anywhere: the
+        seconds until a delayed job is due, or :data:`RECHECK`, whichever is sooner.
+        A shard whose master is down (failing over) is passed over while
+        others have jobs; with none found, its outage is raised.
+        """
+        claims: list[Claim] = []
+        due = RECHECK
+        outage: BackendUnavailable | None = None
+        count = len(self.shards)
+        for step in range(count):
+            index = (first + step) % count
+            shard = self.shards[index]
+            keys = [shard.jobs, shard.delayed, shard.held, shard.leases, shard.rescanned]
+            args = [consumer, self._lease_ms(lease), self._horizon, limit - len(claims), ms(RESCAN)]
+            try:
+                found = self._run(_CLAIM, shard, keys, args)
+            except BackendUnavailable as error:
+                outage = error
+                continue
+            if isinstance(found, list):
+                claims += [self._claim(index, job, fields, consumer, int(times)) for job, fields, times in found]
+                if len(claims) >= limit:
+                    break
+            elif int(found) > 0:
+                due = min(due, int(found) / 1000)
+        if outage is not None and not claims:
+            raise outage
+        return claims, due
+
+    def _wait(self, index: int, consumer: str, seconds: float, lease: float, limit: int) -> list[Claim]:
+        """Block until new jobs come or ``seconds`` pass; lease the jobs that came.
+
+        One shard: block on its stream, and a push hands its entry to one
+        blocked worker. Several: block on the wake-up list, and return
+        nothing, for the caller to look at every shard.
+        """
+        if len(self.shards) > 1:  # a push to any shard adds a wake-up: the caller then looks at every shard
+            with self.redis.errors():
+                self.redis.blocking.blpop([self.names.wakeups], timeout=seconds)
+            return []
+        shard = self.shards[index]
         with self.redis.errors():
             try:
                 read: Any = self.redis.blocking.xreadgroup(
-                    self.names.group, consumer, {self.stream: ">"}, count=limit, block=ms(seconds)
+                    shard.group, consumer, {shard.jobs: ">"}, count=limit, block=ms(seconds)
                 )
             except redis.ResponseError as error:
                 if not is_nogroup(error):
                     raise
-                self._create_group()
+                self._create_group(shard)
                 return []
         if not read:
             return []
-        claims = [self._claim(job_id, fields, consumer, 1) for job_id, fields in read[0][1]]
+        claims = [self._claim(index, job, fields, consumer, 1) for job, fields in read[0][1]]
         self.extend_many(claims, lease)  # until now they had the horizon as their lease
         return claims
 
-    @staticmethod
-    def _claim(job_id: bytes, fields: Any, consumer: str, count: int) -> Claim:
+    def _claim(self, index: int, entry: bytes, fields: Any, consumer: str, times: int) -> Claim:
         if not isinstance(fields, dict):  # a script returns a flat list of names and values
             fields = dict(zip(fields[::2], fields[1::2], strict=False))
         # An entry offload did not write may lack either field: the worker then
         # drops it as a job not in offload's format, instead of failing here.
         key, payload = fields.get(b"k", b""), fields.get(b"p", b"")
-        return Claim(job_id.decode(), key.decode("utf-8", "surrogateescape"), payload, f"{consumer}/{count}")
+        job = make_job_id(index, entry.decode(), len(self.shards))
+        return Claim(job, key.decode("utf-8", "surrogateescape"), payload, f"{consumer}/{times}")
 
-    def _owner_args(self, claim: Claim) -> list[Any]:
-        consumer, _, count = claim.token.rpartition("/")
-        return [consumer, count, claim.job_id]
+    def _owned(self, claims: Sequence[Claim]) -> dict[int, list[tuple[int, list[Any]]]]:
+        """The claims by shard: for each, their places in ``claims`` and owner arguments (consumer, count, entry).
+
+        A claim whose id names no shard of this queue owns nothing and is left out.
+        """
+        found: dict[int, list[tuple[int, list[Any]]]] = {}
+        for place, claim in enumerate(claims):
+            where = locate(claim.job_id, len(self.shards))
+            if where is not None:
+                consumer, _, times = claim.token.rpartition("/")
+                found.setdefault(where[0], []).append((place, [consumer, times, where[1]]))
+        return found
+
+    def _one(self, claim: Claim) -> tuple[Names, list[Any]] | None:
+        """The shard of a claim and its owner arguments, or None if its id names no shard."""
+        for index, owned in self._owned([claim]).items():
+            return self.shards[index], owned[0][1]
+        return None
 
     def extend(self, claim: Claim, lease: float) -> bool:
-        args = [*self._owner_args(claim), self._lease_ms(lease), self._horizon]
-        return bool(self._run(_EXTEND, [self.stream, self.names.leases], args))
+        found = self._one(claim)
+        if found is None:
+            return False
+        shard, owner = found
+        args = [*owner, self._lease_ms(lease), self._horizon]
+        return bool(self._run(_EXTEND, shard, [shard.jobs, shard.leases], args))
 
     def extend_many(self, claims: Sequence[Claim], lease: float) -> list[bool]:
-        """One script renews every claim that still owns its job."""
-        if not claims:
-            return []
-        args: list[Any] = [self._lease_ms(lease), self._horizon]
-        for claim in claims:
-            args += self._owner_args(claim)
-        return [bool(renewed) for renewed in self._run(_EXTEND_MANY, [self.stream, self.names.leases], args)]
+        """One script per shard renews every claim that still owns its job."""
+        renewed = [False] * len(claims)
+        for index, owned in self._owned(claims).items():
+            shard = self.shards[index]
+            args: list[Any] = [self._lease_ms(lease), self._horizon]
+            for _, owner in owned:
+                args += owner
+            done = self._run(_EXTEND_MANY, shard, [shard.jobs, shard.leases], args)
+            for (place, _), result in zip(owned, done, strict=True):
+                renewed[place] = bool(result)
+        return renewed
 
     def ack(self, claim: Claim) -> None:
-        self._run(_ACK, [self.stream, self.names.leases], self._owner_args(claim))
+        found = self._one(claim)
+        if found is not None:
+            shard, owner = found
+            self._run(_ACK, shard, [shard.jobs, shard.leases], owner)
 
     def ack_many(self, claims: Sequence[Claim]) -> None:
-        """One script removes every job its claim still owns."""
-        if claims:
-            self._run(
-                _ACK_MANY,
-                [self.stream, self.names.leases],
-                [arg for claim in claims for arg in self._owner_args(claim)],
-            )
+        """One script per shard removes every job its claim still owns."""
+        for index, owned in self._owned(claims).items():
+            shard = self.shards[index]
+            self._run(_ACK_MANY, shard, [shard.jobs, shard.leases], [arg for _, owner in owned for arg in owner])
 
     def release(self, claim: Claim, delay: float = 0.0) -> None:
-        keys = [self.stream, self.names.delayed, self.names.held, self.names.leases]
-        self._run(_RELEASE, keys, [*self._owner_args(claim), ms(delay) if delay > 0 else 0])
+        found = self._one(claim)
+        if found is not None:
+            shard, owner = found
+            keys = [shard.jobs, shard.delayed, shard.held, shard.leases]
+            self._run(_RELEASE, shard, keys, [*owner, ms(delay) if delay > 0 else 0])
+            if delay <= 0:
+                self._wake()
 
     def bury(self, claim: Claim, error: str) -> None:
-        self._run(
-            _BURY, [self.stream, self.names.dead, self.names.leases], [*self._owner_args(claim), error, DEAD_LETTERS]
-        )
+        for index, owned in self._owned([claim]).items():
+            shard, kept = self.shards[index], share(DEAD_LETTERS, len(self.shards), index)
+            self._run(_BURY, shard, [shard.jobs, shard.dead, shard.leases], [*owned[0][1], error, kept])
 
     def dead(self, limit: int = 100) -> list[DeadJob]:
-        with self.redis.errors(), contextlib.suppress(redis.ResponseError):  # not a stream: no dead letters
-            found: Any = self.redis.client.xrevrange(self.names.dead, count=limit)
-            return [_dead_job(job_id, fields) for job_id, fields in found]
-        return []
+        """The newest dead letters of every shard, newest first."""
+        letters: list[DeadJob] = []
+        for index, shard in enumerate(self.shards):
+            with self.redis.errors(), contextlib.suppress(redis.ResponseError):  # not a stream: no dead letters
+                found: Any = self.redis.client.xrevrange(shard.dead, count=limit)
+                letters += [self._dead_job(index, entry, fields) for entry, fields in found]
+        if len(self.shards) > 1:
+            letters.sort(key=lambda letter: _order(letter.job_id), reverse=True)
+        return letters[:limit]
+
+    def _dead_job(self, index: int, entry: bytes, fields: dict[bytes, bytes]) -> DeadJob:
+        """A dead letter as the stream holds it: its id tells when it was buried (Unix ms)."""
+        text = entry.decode()
+        return DeadJob(
+            make_job_id(index, text, len(self.shards)),
+            fields.get(b"k", b"").decode("utf-8", "surrogateescape"),
+            fields.get(b"p", b""),
+            fields.get(b"e", b"").decode("utf-8", "replace"),
+            int(text.partition("-")[0]) / 1000,
+        )
 
     def revive(self, job_id: str) -> bool:
-        keys = [self.names.dead, self.stream, self.names.namespaces]
-        return bool(self.redis.run(_REVIVE, keys, [job_id, self.namespace]))
+        where = locate(job_id, len(self.shards))
+        if where is None:
+            return False
+        shard = self.shards[where[0]]
+        keys = [shard.dead, shard.jobs, shard.namespaces]
+        revived = bool(self.redis.run(_REVIVE, keys, [where[1], self.namespace]))
+        if revived:
+            self._wake()
+        return revived
 
     def stats(self) -> dict[str, int]:
-        queued, running, dead = self._run(_STATS, [self.stream, self.names.delayed, self.names.dead], [self._horizon])
-        return {"queued": int(queued), "running": int(running), "dead": int(dead)}
+        """The counts of every shard, summed: one script per shard."""
+        totals = {"queued": 0, "running": 0, "dead": 0}
+        for shard in self.shards:
+            counts = self._run(_STATS, shard, [shard.jobs, shard.delayed, shard.dead], [self._horizon])
+            for name, count in zip(totals, counts, strict=True):
+                totals[name] += int(count)
+        return totals
 
     def waiting(self, limit: int = 100) -> list[QueuedJob]:
-        found = self._run(_WAITING_JOBS, [self.stream], [self._horizon, limit])
-        return [_queued_job(job_id, fields) for job_id, fields in found]
+        """The next jobs of each shard; with several shards, the oldest first."""
+        jobs: list[QueuedJob] = []
+        for index, shard in enumerate(self.shards):
+            found = self._run(_WAITING_JOBS, shard, [shard.jobs], [self._horizon, limit])
+            jobs += [self._queued_job(index, entry, fields) for entry, fields in found]
+        if len(self.shards) > 1:
+            jobs.sort(key=lambda job: _order(job.job_id))
+        return jobs[:limit]
 
     def running(self, limit: int = 100) -> list[QueuedJob]:
-        found = self._run(_RUNNING, [self.stream], [self._horizon])
-        jobs = [_queued_job(job_id, fields, int(until) / 1000) for job_id, fields, until in found]
+        jobs: list[QueuedJob] = []
+        for index, shard in enumerate(self.shards):
+            found = self._run(_RUNNING, shard, [shard.jobs], [self._horizon])
+            jobs += [self._queued_job(index, entry, fields, int(until) / 1000) for entry, fields, until in found]
         return sorted(jobs, key=lambda job: job.leased_until or 0.0)[:limit]
 
+    def _queued_job(self, index: int, entry: bytes, fields: Any, leased_until: float | None = None) -> QueuedJob:
+        """A job as a script hands it over: its id and its fields as a flat list of names and values."""
+        named = dict(zip(fields[::2], fields[1::2], strict=False))
+        key, payload = named.get(b"k", b""), named.get(b"p", b"")
+        job = make_job_id(index, entry.decode(), len(self.shards))
+        return QueuedJob(job, key.decode("utf-8", "surrogateescape"), payload, leased_until)
+
     def namespaces(self) -> list[str]:
-        return sorted(namespace for namespace, (_, _, jobs) in live_namespaces(self.redis, self.names).items() if jobs)
+        """The namespaces with jobs in any shard (each shard keeps the set of its own)."""
+        found: set[str] = set()
+        for shard in self.shards:
+            found |= {name for name, (_, _, jobs) in live_namespaces(self.redis, shard).items() if jobs}
+        return sorted(found)
 
     def close(self) -> None:
         name, pid = self._consumer
         if name and pid == os.getpid():
-            with contextlib.suppress(BackendUnavailable):
-                self._run(_FORGET_CONSUMER, [self.stream], [name])
+            for shard in self._shards or []:
+                with contextlib.suppress(BackendUnavailable):
+                    self._run(_FORGET_CONSUMER, shard, [shard.jobs], [name])
         self.redis.close()
 
     async def apush(self, key: str, payload: bytes, limit: int | None = None) -> None:
         """The coroutine twin of :meth:`push`, for the ASGI middleware."""
-        keys, args = self._push_args(key, payload, limit)
-        if not await self.redis.arun(_PUSH, keys, [self.names.group, *args]):
+        if self._shards is None:
+            self._shards = await ashards_of(self.redis, self.names)
+        if not await self.redis.arun(_PUSH, *self._push_args(self._shards, key, payload, limit)):
             raise QueueFull()
+        if len(self._shards) > 1:
+            with contextlib.suppress(BackendUnavailable):
+                await self.redis.arun(_WAKE, [self.names.wakeups], [WAKE_BACKLOG])
 
     async def aclose(self) -> None:
         """Close the connections of the running event loop; call it before the loop ends."""
         await self.redis.aclose()
 
 
-def _queued_job(job_id: bytes, fields: Any, leased_until: float | None = None) -> QueuedJob:
-    """A job as a script hands it over: its id and its fields as a flat list of names and values."""
-    named = dict(zip(fields[::2], fields[1::2], strict=False))
-    key, payload = named.get(b"k", b""), named.get(b"p", b"")
-    return QueuedJob(job_id.decode(), key.decode("utf-8", "surrogateescape"), payload, leased_until)
-
-
-def _dead_job(job_id: bytes, fields: dict[bytes, bytes]) -> DeadJob:
-    """A dead letter as the stream holds it: its id tells when it was buried (Unix ms)."""
-    text = job_id.decode()
-    return DeadJob(
-        text,
-        fields.get(b"k", b"").decode("utf-8", "surrogateescape"),
-        fields.get(b"p", b""),
-        fields.get(b"e", b"").decode("utf-8", "replace"),
-        int(text.partition("-")[0]) / 1000,
-    )
+def _order(job: str) -> tuple[int, int]:
+    """A job id's place in time: the (ms, sequence) of its stream entry, whatever its shard."""
+    stamp, _, sequence = job.rpartition(":")[2].partition("-")
+    return (int(stamp), int(sequence or 0)) if stamp.isdigit() and sequence.isdigit() else (0, 0)
