@@ -421,6 +421,8 @@ class Queue(ABC):
 
         With ``limit``, refuse with :class:`~offload.errors.QueueFull` when
         that many jobs are already waiting; the check and the push are one step.
+        A queue spread over shards caps each shard at its part of ``limit``, so
+        it may refuse a little before ``limit`` jobs wait in all, never after.
         """
 
     @abstractmethod
@@ -431,7 +433,9 @@ class Queue(ABC):
         engine can wake the worker) and returns None if none came. A job whose
         lease ran out without :meth:`ack` is available again. A payload that
         is not bytes in the engine is handed over as ``b""`` (the worker drops
-        it as foreign), never as an error.
+        it as foreign), never as an error. A queue spread over shards (Redis
+        Cluster) keeps each shard oldest first and takes from the shards in
+        turn, so across shards "oldest" is approximate.
         """
 
     def claim_many(self, lease: float, wait: float, limit: int) -> list[Claim]:

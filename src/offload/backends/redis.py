@@ -1,9 +1,11 @@
 """Redis backend (``redis://``, ``rediss://``, ``unix://``): cache and queue of a namespace in one Redis database.
 
 ``redis+cluster://`` runs the same scripts on a Redis Cluster: every name
-then carries the hash tag ``{<prefix>}`` (see
-:class:`~offload.backends.redis_connection.Names`), so all of a prefix is in
-one slot and each script below touches that slot only.
+of the cache then carries the hash tag ``{<prefix>}`` (see
+:class:`~offload.backends.redis_connection.Names`), so all of a prefix's
+cache is in one slot and each script below touches that slot only; the
+queue is spread over shards of their own tags (see
+:mod:`offload.backends.redis_shards`).
 
 Uses the official ``redis`` client, sync and asyncio (the ``redis``
 extra); connections and names are in
