@@ -120,8 +120,12 @@ def test_one_round_trip_per_operation(redis_url: str, monkeypatch: pytest.Monkey
         queue.close()
 
 
-def test_a_batch_of_job_steps_is_one_round_trip(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    cache, queue = opened(redis_url, "offload")
+@pytest.mark.parametrize("server", ["redis_url", "redis_cluster_url"], ids=["server", "cluster"])
+def test_a_batch_of_job_steps_is_one_round_trip(
+    server: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a cluster too: a prefix's cache is one slot, so the batch goes to its master in one pipeline."""
+    cache, queue = opened(request.getfixturevalue(server), "offload")
     trips = RoundTrips(monkeypatch)
     page = IndexEntry("/page", "")
     batch = [JobStart(f"run{n}", f"pend{n}", f"a{n}", b"m", 30, f"starts{n}", 60) for n in range(20)]
@@ -133,7 +137,8 @@ def test_a_batch_of_job_steps_is_one_round_trip(redis_url: str, monkeypatch: pyt
         assert trips.of(lambda: cache.touch_many([f"a{n}" for n in range(20)], 30)) == 1
         unknown = f"-- {uuid.uuid4().hex}\nreturn redis.call('EXISTS', KEYS[1])"  # a script the server never saw
         trips.count = 0
-        assert cache.redis.run_many(unknown, [([key], []) for key in ("a0", "a1", "gone")]) == [1, 1, 0]
+        keys = [cache.redis.names("offload").key(key) for key in ("a0", "a1", "gone")]  # in one slot on a cluster
+        assert cache.redis.run_many(unknown, [([key], []) for key in keys]) == [1, 1, 0]
         assert trips.count == 3, "the pipeline, the script's load, the runs again"
     finally:
         cache.close()

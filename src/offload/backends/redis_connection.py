@@ -353,33 +353,59 @@ class RedisConnection:
         ``EVALSHA`` goes straight into it, as redis-py's scripts in a pipeline
         would first ask ``SCRIPT EXISTS``, a trip more; runs the server lacked
         the script for are sent again once it is loaded. redis-py's cluster
-        pipeline refuses scripts: on a cluster the runs go one by one, each
-        redirected as :meth:`run` is.
+        pipeline refuses scripts, so on a cluster, when every run is in one
+        slot (a prefix's cache is), the pipeline goes to that slot's master
+        directly; runs it turns away (the slot moved) go one by one, each
+        redirected as :meth:`run` is, and so do runs of several slots.
         """
-        if self.cluster or len(calls) == 1:
-            return [self.run(source, keys, args) for keys, args in calls]
-        replies: list[Any] = [None] * len(calls)
-        todo = list(range(len(calls)))
+        if len(calls) == 1:
+            return [self.run(source, *calls[0])]
         with self.errors():
-            sha = self.script(source).sha
-            for attempt in (1, 2):
-                pipe = self.client.pipeline(transaction=False)
-                for i in todo:
-                    keys, args = calls[i]
-                    pipe.evalsha(sha, len(keys), *keys, *args)
-                missing = []
-                for i, reply in zip(todo, pipe.execute(raise_on_error=False), strict=True):
-                    if attempt == 1 and isinstance(reply, redis.exceptions.NoScriptError):
-                        missing.append(i)
-                    elif isinstance(reply, Exception):
-                        raise reply
-                    else:
-                        replies[i] = reply
-                if not missing:
-                    break
-                self.client.script_load(source)
-                todo = missing
+            client = self._slot_client(calls) if self.cluster else self.client
+            if client is None:
+                return [self.run(source, keys, args) for keys, args in calls]
+            replies, moved = self._pipelined(client, source, calls)
+        for i in moved:
+            replies[i] = self.run(source, *calls[i])
         return replies
+
+    def _slot_client(self, calls: Sequence[tuple[list[Any], list[Any]]]) -> Any:
+        """The client of the master of the one slot every run's keys are in, or None for several slots."""
+        cluster = self.client
+        if not isinstance(cluster, redis.cluster.RedisCluster):
+            return None
+        slots = {cluster.keyslot(keys[0]) for keys, _ in calls if keys}  # type: ignore[no-untyped-call]
+        if len(slots) != 1 or not calls[0][0]:
+            return None
+        return cluster.get_redis_connection(cluster.get_node_from_key(calls[0][0][0]))  # type: ignore[no-untyped-call]
+
+    def _pipelined(
+        self, client: Any, source: str, calls: Sequence[tuple[list[Any], list[Any]]]
+    ) -> tuple[list[Any], list[int]]:
+        """The replies of ``calls`` pipelined on ``client``, and the runs a cluster node turned away (MOVED, ASK)."""
+        replies: list[Any] = [None] * len(calls)
+        todo, moved = list(range(len(calls))), []
+        sha = self.script(source).sha
+        for attempt in (1, 2):
+            pipe = client.pipeline(transaction=False)
+            for i in todo:
+                keys, args = calls[i]
+                pipe.evalsha(sha, len(keys), *keys, *args)
+            missing = []
+            for i, reply in zip(todo, pipe.execute(raise_on_error=False), strict=True):
+                if attempt == 1 and isinstance(reply, redis.exceptions.NoScriptError):
+                    missing.append(i)
+                elif isinstance(reply, redis.exceptions.ResponseError) and str(reply).startswith(("MOVED", "ASK")):
+                    moved.append(i)
+                elif isinstance(reply, Exception):
+                    raise reply
+                else:
+                    replies[i] = reply
+            if not missing:
+                break
+            client.script_load(source)
+            todo = missing
+        return replies, moved
 
     async def arun(self, source: str, keys: list[Any], args: list[Any]) -> Any:
         """:meth:`run` on the running event loop's client."""
