@@ -17,6 +17,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,20 @@ def timed(operation: Any, cycles: int) -> float:
     return statistics.median(samples)
 
 
+def push_claim_ack(queue: Any, limit: int | None = None) -> Callable[[], None]:
+    """One more job's round: push it (with ``limit``), claim it at once, acknowledge it."""
+    counter = iter(range(10**9))
+
+    def cycle() -> None:
+        queue.push(f"job-{next(counter)}", b"x", limit)
+        claim = queue.claim(3600, 0)
+        if claim is None:
+            raise RuntimeError("the job just pushed could not be claimed")
+        queue.ack(claim)
+
+    return cycle
+
+
 def measure(url: str, running: int, cycles: int, limit: int | None) -> dict[str, float]:
     from offload.backends import open_backend
 
@@ -44,18 +59,9 @@ def measure(url: str, running: int, cycles: int, limit: int | None) -> dict[str,
         for _ in range(running):
             if queue.claim(3600, 0) is None:
                 raise RuntimeError("a pushed job could not be claimed")
-        counter = iter(range(10**9))
-
-        def cycle() -> None:
-            queue.push(f"job-{next(counter)}", b"x", limit)
-            claim = queue.claim(3600, 0)
-            if claim is None:
-                raise RuntimeError("the job just pushed could not be claimed")
-            queue.ack(claim)
-
         return {
             "running": running,
-            "push_claim_ack_us": timed(cycle, cycles),
+            "push_claim_ack_us": timed(push_claim_ack(queue, limit), cycles),
             "empty_claim_us": timed(lambda: queue.claim(3600, 0), cycles),
         }
     finally:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from offload_bench.bench import QUICK, Bench, bench_run, enqueue_offload, say, warm
-from offload_bench.load import SERVER_CORE, Server, cores, log_lines, pinned, wrk
+from offload_bench.load import LOAD_CORE, SERVER_CORE, Server, cores, log_lines, pinned, wrk
 from offload_bench.procs import leaf_descendants
 
 POLICIES = ("normal", "batch", "idle", "cpus")
@@ -70,10 +70,10 @@ def run_delay(server: Server) -> float:
     return total / 1e9
 
 
-def paced(server: Server, seconds: float) -> dict[str, Any]:
+def paced(server: Server, seconds: float, core: int = LOAD_CORE) -> dict[str, Any]:
     """The paced hit load of the isolation scenario, with the server's run-queue wait per request in µs."""
     before = run_delay(server)
-    result = wrk(server.url("/hit"), connections=8, seconds=seconds, delay_ms=10)
+    result = wrk(server.url("/hit"), connections=8, seconds=seconds, delay_ms=10, core=core)
     waited = run_delay(server) - before
     return vars(result) | {"wait_us": waited / max(1, result.requests) * 1e6}
 
@@ -83,25 +83,32 @@ def jobs_per_second(log: Path, start: float, end: float) -> float:
     return sum(1 for _, started in log_lines(log) if start <= started < end) / (end - start)
 
 
-def measure(bench: Bench, rounds: int, seconds: float, pin: bool = False) -> dict[str, Any]:
+def measure(
+    bench: Bench,
+    rounds: int,
+    seconds: float,
+    pin: bool = False,
+    policies: tuple[str, ...] = POLICIES,
+    load_core: int = LOAD_CORE,
+) -> dict[str, Any]:
     url = bench.url("redis", "isolation-sched")
     server = Server(bench.processes, "gunicorn", "wsgi", "wsgi_offload", bench.env(url))
-    figures: dict[str, list[dict[str, Any]]] = {name: [] for name in ("quiet", *POLICIES)}
+    figures: dict[str, list[dict[str, Any]]] = {name: [] for name in ("quiet", *policies)}
     try:
         warm(bench, server, url, "redis")
-        jobs = int((seconds + 4) * rounds * len(POLICIES) * cores() * 10 * 1.5)  # 100 ms each: more than enough
+        jobs = int((seconds + 4) * rounds * len(policies) * cores() * 10 * 1.5)  # 100 ms each: more than enough
         enqueue_offload(url, jobs, "/cpu/", "cpu=100")
         for round_ in range(rounds):
-            order = list(POLICIES)
+            order = list(policies)
             random.Random(round_).shuffle(order)
             for policy in order:
-                quiet = paced(server, seconds)
+                quiet = paced(server, seconds, load_core)
                 log = bench.log_file(f"isolation-{policy}")
                 workers = busy_workers(bench, url, policy, log, pin)
                 try:
                     time.sleep(2)  # the workers started and took their first jobs
                     start = time.time()
-                    busy = paced(server, seconds)
+                    busy = paced(server, seconds, load_core)
                     end = time.time()
                 finally:
                     for worker in workers:
@@ -113,7 +120,7 @@ def measure(bench: Bench, rounds: int, seconds: float, pin: bool = False) -> dic
                 + ", ".join(
                     f"{p} {figures[p][-1]['quiet']['p99']:.2f} -> {figures[p][-1]['p99']:.2f} ms "
                     f"(wait {figures[p][-1]['quiet']['wait_us']:.0f} -> {figures[p][-1]['wait_us']:.0f} us)"
-                    for p in POLICIES
+                    for p in policies
                 )
             )
     finally:
@@ -137,7 +144,7 @@ def table(figures: dict[str, Any]) -> str:
         "idle": "busy, --sched idle",
         "cpus": "busy, --cpus (every core but the web server's)",
     }
-    for policy in POLICIES:
+    for policy in (name for name in POLICIES if name in figures):
         runs = figures[policy]
         ratio = statistics.median(busy["p99"] / busy["quiet"]["p99"] for busy in runs)
         lines.append(
@@ -155,9 +162,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="each wrk run")
     parser.add_argument("--json", type=Path, default=Path("isolation-results.json"))
     parser.add_argument("--pin", action="store_true", help="run the workers on the web server's core")
+    parser.add_argument("--policies", default=",".join(POLICIES), help="which of " + ", ".join(POLICIES))
+    parser.add_argument(
+        "--load-on-server-core", action="store_true", help="run wrk on the web server's core, away from --cpus workers"
+    )
     args = parser.parse_args(argv)
+    policies = tuple(name for name in args.policies.split(",") if name)
+    if not policies or not set(policies) <= set(POLICIES):
+        parser.error(f"--policies: choose among {', '.join(POLICIES)}")
+    load_core = SERVER_CORE if args.load_on_server_core else LOAD_CORE
     with tempfile.TemporaryDirectory(prefix="offload-isolation-") as tmp, bench_run(QUICK, Path(tmp)) as bench:
-        figures = measure(bench, args.rounds, args.seconds, args.pin)
+        figures = measure(bench, args.rounds, args.seconds, args.pin, policies, load_core)
     args.json.write_text(json.dumps(figures, indent=1))
     print(table(figures))
     return 0

@@ -84,8 +84,8 @@ def parse_wrk(output: str) -> WrkResult:
 PACED_SCRIPT = "function delay()\n  return {ms}\nend\n"
 
 
-def wrk(url: str, *, connections: int, seconds: float, delay_ms: int | None = None) -> WrkResult:
-    """Run wrk (one thread, on the load core) against ``url``; bounded by ``seconds`` plus a margin."""
+def wrk(url: str, *, connections: int, seconds: float, delay_ms: int | None = None, core: int = LOAD_CORE) -> WrkResult:
+    """Run wrk (one thread, on ``core``, by default the load core) against ``url``, bounded by ``seconds``."""
     command = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", "--timeout", "5s"]
     script = None
     if delay_ms is not None:
@@ -95,7 +95,7 @@ def wrk(url: str, *, connections: int, seconds: float, delay_ms: int | None = No
         command += ["-s", script.name]
     try:
         done = subprocess.run(
-            pinned(LOAD_CORE, [*command, url]), capture_output=True, text=True, timeout=seconds + 30, check=False
+            pinned(core, [*command, url]), capture_output=True, text=True, timeout=seconds + 30, check=False
         )
     finally:
         if script is not None:

@@ -17,7 +17,7 @@ import sys
 import tempfile
 from typing import Any
 
-from offload_bench.claim_cost import timed
+from offload_bench.claim_cost import push_claim_ack, timed
 from offload_bench.cluster import RedisCluster
 
 
@@ -46,20 +46,11 @@ def measure(cluster: RedisCluster, shards: int, jobs: int, cycles: int) -> dict[
         while queue.claim_many(3600, 0, 1000):
             pass
         empty = timed(lambda: queue.claim(3600, 0), cycles)
-        counter = iter(range(10**9))
-
-        def cycle() -> None:
-            queue.push(f"job-{next(counter)}", b"x")
-            claim = queue.claim(3600, 0)
-            if claim is None:
-                raise RuntimeError("the job just pushed could not be claimed")
-            queue.ack(claim)
-
         return {
             "shards": shards,
             "entries_per_master": spread,
             "empty_claim_us": empty,
-            "push_claim_ack_us": timed(cycle, cycles),
+            "push_claim_ack_us": timed(push_claim_ack(queue), cycles),
         }
     finally:
         queue.close()

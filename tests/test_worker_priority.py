@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -80,11 +82,22 @@ def test_worker_sched(tmp_path: Path, policy: str, expected: str) -> None:
 @pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="Linux scheduling classes")
 def test_serve_passes_sched_to_its_workers(tmp_path: Path) -> None:
     """OFFLOAD_SCHED reaches the job workers `offload serve` starts; its web processes keep the normal class."""
+    with serving(tmp_path, {"OFFLOAD_SCHED": "idle"}) as (serve, workers, server):
+        for pid in workers:
+            _wait_policy(pid, os.SCHED_IDLE, serve)
+            assert set(_threads_policies(pid).values()) == {os.SCHED_IDLE}
+        assert all(os.sched_getscheduler(pid) == os.SCHED_OTHER for pid in server)
+
+
+@contextlib.contextmanager
+def serving(tmp_path: Path, env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[bytes], list[int], list[int]]]:
+    """`offload serve` with two job workers and one web process: the process, the workers' pids, the server's."""
     command = [sys.executable, "-m", "offload", "serve", "tests.behaviour.apps:wsgi_app", "--bind", "127.0.0.1:0"]
     command += ["--url", f"sqlite:///{tmp_path}/offload.sqlite3", "--job-workers", "2", "--web-processes", "1"]
     root = Path(__file__).resolve().parent.parent
-    env = {**os.environ, "OFFLOAD_SCHED": "idle"}
-    serve = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    serve = subprocess.Popen(
+        command, cwd=root, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     try:
         deadline = time.monotonic() + 60
         workers: list[int] = []
@@ -93,12 +106,9 @@ def test_serve_passes_sched_to_its_workers(tmp_path: Path) -> None:
             workers = [pid for pid in _children(serve.pid) if b"worker" in _cmdline(pid).split(b"\0")]
             time.sleep(0.1)
         assert len(workers) == 2
-        for pid in workers:
-            _wait_policy(pid, os.SCHED_IDLE, serve)
-            assert set(_threads_policies(pid).values()) == {os.SCHED_IDLE}
         server = [pid for pid in _children(serve.pid) if pid not in workers]
         assert server, "the HTTP server runs"
-        assert all(os.sched_getscheduler(pid) == os.SCHED_OTHER for pid in server)
+        yield serve, workers, server
     finally:
         serve.send_signal(signal.SIGTERM)
         serve.wait(60)
@@ -207,28 +217,10 @@ def test_worker_cpus_refuses_what_it_cannot_run_on(tmp_path: Path, cpus: str) ->
 def test_serve_passes_cpus_to_its_workers(tmp_path: Path) -> None:
     """OFFLOAD_CPUS reaches the job workers `offload serve` starts; its web processes keep every CPU."""
     every, cpu = os.sched_getaffinity(0), max(os.sched_getaffinity(0))
-    command = [sys.executable, "-m", "offload", "serve", "tests.behaviour.apps:wsgi_app", "--bind", "127.0.0.1:0"]
-    command += ["--url", f"sqlite:///{tmp_path}/offload.sqlite3", "--job-workers", "2", "--web-processes", "1"]
-    root = Path(__file__).resolve().parent.parent
-    env = {**os.environ, "OFFLOAD_CPUS": str(cpu)}
-    serve = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 60
-        workers: list[int] = []
-        while len(workers) < 2 and time.monotonic() < deadline:
-            assert serve.poll() is None, serve.stderr.read().decode() if serve.stderr else ""
-            workers = [pid for pid in _children(serve.pid) if b"worker" in _cmdline(pid).split(b"\0")]
-            time.sleep(0.1)
-        assert len(workers) == 2
+    with serving(tmp_path, {"OFFLOAD_CPUS": str(cpu)}) as (_, workers, server):
+        deadline = time.monotonic() + 30
         for pid in workers:
             while os.sched_getaffinity(pid) != {cpu} and time.monotonic() < deadline:
                 time.sleep(0.05)
             assert os.sched_getaffinity(pid) == {cpu}
-        server = [pid for pid in _children(serve.pid) if pid not in workers]
-        assert server, "the HTTP server runs"
         assert all(os.sched_getaffinity(pid) == every for pid in server)
-    finally:
-        serve.send_signal(signal.SIGTERM)
-        serve.wait(60)
-        if serve.stderr is not None:
-            serve.stderr.close()
