@@ -17,7 +17,11 @@ share of a few round trips and hand-offs instead of two of each.
 
 One heartbeat task renews the leases of every job in flight in one call
 (:meth:`~offload.backends.Queue.extend_many`). A job past ``job_timeout`` is
-cancelled and a 504 is stored for it, as the thread engine stores one. The
+cancelled and a 504 is stored for it, as the thread engine stores one. A job
+that ignores its cancellation no longer holds a slot, as the thread engine
+replaces a thread stuck in the app; when more jobs are stuck than the worker
+runs at once, it stops (exit code ``EXIT_STUCK``) so that its supervisor
+starts a fresh process, and it does not wait for them as it exits. The
 first SIGTERM or SIGINT stops claiming and lets the running jobs finish; the
 second cancels them and hands them back. An app that blocks the loop
 (synchronous work in an ``async def``) blocks every job: run it with the
@@ -41,7 +45,7 @@ from typing import Any, TypeVar
 from offload import tags
 from offload.core import Offloader
 from offload.errors import BackendUnavailable
-from offload.job_steps import Backoff, Engine, Job, Replayed, install_signal_handlers, queue_backoff
+from offload.job_steps import EXIT_STUCK, Backoff, Engine, Job, Replayed, install_signal_handlers, queue_backoff
 from offload.records import CachedResponse, StoredRequest
 from offload.replay import AsgiReplayer
 
@@ -53,6 +57,9 @@ T = TypeVar("T")
 #: as the PostgreSQL backend keeps idle connections: a thread more opens and closes a connection per call
 #: (measured: 528 jobs/s with 16 threads, 742 with 8, trivial jobs on PostgreSQL).
 BACKEND_THREADS = 8
+
+#: Seconds a cancelled job has to end before it counts as stuck (and, as the worker exits, before it is left).
+STUCK_GRACE = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,12 +102,34 @@ class AsyncWorker(Engine):
         self._executor: ThreadPoolExecutor | None = None
         self._outcomes: deque[Outcome] = deque()  # jobs that ended, their answers not yet stored
         self._stores_due: asyncio.Event | None = None
+        self._stuck: set[asyncio.Task[CachedResponse]] = set()  # tries that ignored their cancellation
+        self.exit_code = 0
 
     def run(self, install_signals: bool = True) -> int:
-        """Process jobs until stopped (or, with ``burst``, until the queue is empty); return an exit code."""
+        """Process jobs until stopped (or, with ``burst``, until the queue is empty); return an exit code.
+
+        The loop is run and closed here rather than by :func:`asyncio.run`,
+        which would wait for a task that ignores its cancellation forever.
+        """
         if install_signals:
             install_signal_handlers(self.stop)
-        return asyncio.run(self.serve())
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            return loop.run_until_complete(self.serve())
+        finally:
+            try:
+                left = [task for task in asyncio.all_tasks(loop) if not task.done()]
+                for task in left:
+                    task.cancel()
+                if left:
+                    _, stuck = loop.run_until_complete(asyncio.wait(left, timeout=STUCK_GRACE))
+                    if stuck:
+                        log.error("leaving %d job(s) that ignore their cancellation as the worker exits", len(stuck))
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            finally:
+                asyncio.set_event_loop(None)
+                loop.close()
 
     async def serve(self) -> int:
         """The worker on the running loop: claim, run, renew, until stopped; returns the exit code."""
@@ -121,7 +150,7 @@ class AsyncWorker(Engine):
                 await asyncio.gather(claimer, return_exceptions=True)
                 await self._hand_back_all()
                 return 1
-            return 0
+            return self.exit_code
         finally:
             for task in (heartbeat, claimer, aborted, storer):
                 task.cancel()
@@ -194,6 +223,9 @@ class AsyncWorker(Engine):
                 tries.cancel()
                 if self.steps.claim_outcome(job):
                     await self._call(self.steps.time_out, job)
+                await asyncio.wait({tries}, timeout=STUCK_GRACE)
+                if not tries.done():
+                    self._stuck_in(tries)
                 return
             if self.steps.claim_outcome(job):
                 # The job holds its slot until its answer is stored. Shielded: a second SIGTERM does not
@@ -208,6 +240,18 @@ class AsyncWorker(Engine):
         except Exception:
             # A driver's error or a bug: the job stays leased and comes back after its lease.
             log.exception("job %s failed unexpectedly; it comes back after its lease", job.claim.job_id)
+
+    def _stuck_in(self, tries: asyncio.Task[CachedResponse]) -> None:
+        """A job ignored its cancellation: its slot is free again; too many such jobs stop the worker."""
+        self._stuck.add(tries)
+        tries.add_done_callback(self._stuck.discard)
+        if len(self._stuck) > self.concurrency:
+            log.error(
+                "%d jobs ignore their cancellation past job_timeout: stopping so a fresh process starts",
+                len(self._stuck),
+            )
+            self.exit_code = EXIT_STUCK
+            self.stop()
 
     async def _run_with_retries(self, request: StoredRequest) -> CachedResponse:
         """Drive :meth:`JobSteps.attempts` on the loop: each try awaited, each backoff slept."""

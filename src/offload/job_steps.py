@@ -44,6 +44,10 @@ from offload.storable import Verdict, is_failure
 
 log = logging.getLogger("offload.worker")
 
+#: Exit code of a worker that stopped because more of its jobs were stuck in the app, past ``job_timeout``,
+#: than it runs at once (threads that never returned, or tasks that ignored their cancellation).
+EXIT_STUCK = 75
+
 
 @dataclass(eq=False)
 class Job:

@@ -26,16 +26,13 @@ from offload import tags
 from offload.backends import Claim
 from offload.core import Offloader
 from offload.errors import BackendUnavailable
-from offload.job_steps import Backoff, Engine, Job, Replayed, install_signal_handlers, queue_backoff
+from offload.job_steps import EXIT_STUCK, Backoff, Engine, Job, Replayed, install_signal_handlers, queue_backoff
 from offload.records import CachedResponse, StoredRequest
 
 log = logging.getLogger("offload.worker")
 
 #: Calls the app with a stored request and returns its whole answer.
 Replayer = Callable[[StoredRequest, int], CachedResponse]
-
-#: Exit code of a worker that stopped because too many of its threads were stuck in the app.
-EXIT_STUCK = 75
 
 __all__ = ["EXIT_STUCK", "Job", "Replayer", "Worker"]
 

@@ -5,7 +5,8 @@ the handler appends ``EVENT TARGET UNIX_TIME PID THREAD`` lines (``start``
 and ``end``), in one ``write`` each; ``ENGINE_JOB_TIMEOUT``, ``ENGINE_LEASE`` and
 ``ENGINE_RETRY_BACKOFF`` those settings.
 ``?s=SECONDS`` makes the handler wait that long (``asyncio.sleep`` in the
-ASGI app, ``time.sleep`` in the WSGI one); ``?hang=1`` never answers.
+ASGI app, ``time.sleep`` in the WSGI one); ``?hang=1`` never answers;
+``?stubborn=SECONDS`` (ASGI) waits that long, ignoring its cancellation.
 """
 
 from __future__ import annotations
@@ -50,6 +51,13 @@ async def handler(scope: dict[str, Any], receive: Any, send: Any) -> None:
     note("start", target)
     if "hang" in params:
         await asyncio.sleep(3600)
+    if "stubborn" in params:  # ignores its cancellation, for ?stubborn=SECONDS at most
+        until = time.monotonic() + float(params["stubborn"][0])
+        while time.monotonic() < until:
+            try:
+                await asyncio.sleep(until - time.monotonic())
+            except asyncio.CancelledError:
+                note("ignored", target)
     await asyncio.sleep(float(params.get("s", ["0"])[0]))
     note("end", target)
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})

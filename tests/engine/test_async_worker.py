@@ -23,6 +23,7 @@ import pytest
 from offload import WSGIMiddleware
 from offload.backends import Queue
 from offload.records import StoredRequest
+from offload.worker import EXIT_STUCK
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -172,6 +173,20 @@ def test_a_job_past_its_timeout_is_cancelled_and_a_504_is_stored(redis_engine: E
     assert b"job_timeout" in answers["/hang?hang=1"][1] or b"ran past" in answers["/hang?hang=1"][1]
     assert answers["/quick?s=0"] == (200, b"/quick?s=0")
     assert len(engine.runs("start")) == 2, "the timed-out job was not run again"
+
+
+def test_jobs_that_ignore_their_cancellation_free_their_slot_then_stop_the_worker(redis_engine: Engine) -> None:
+    """As the thread engine with threads stuck in the app: a 504 each, the slot freed, and past
+    --concurrency stuck jobs the worker exits with EXIT_STUCK at once, not when they end (60 s)."""
+    engine = redis_engine
+    targets = ["/stubborn/1?stubborn=60", "/stubborn/2?stubborn=60", "/stubborn/3?stubborn=60"]
+    engine.enqueue(targets)
+    worker = engine.worker("asgi", "--concurrency", "1", "--burst", ENGINE_JOB_TIMEOUT="1")
+    assert worker.wait(45) == EXIT_STUCK
+    assert len(engine.runs("start")) == 2, "the first stuck job freed the slot; the second one stopped the worker"
+    assert {run.target for run in engine.runs("ignored")} == set(targets[:2]), "each ignored its cancellation"
+    answers = engine.answers(targets[:2])
+    assert [status for status, _ in answers.values()] == [504, 504]
 
 
 def test_a_failing_job_is_retried_then_its_failure_stored(redis_engine: Engine) -> None:
