@@ -140,6 +140,17 @@ def test_a_claim_waiting_on_an_empty_queue_gets_a_job_pushed_to_any_shard(queue:
         queue.ack(claim)
 
 
+def claim_woken_by(queue: RedisQueue, action: Any, *args: Any) -> tuple[Claim | None, float]:
+    """A claim that waits while ``action(*args)`` runs 0.3 s later: what it got, and after how long."""
+    doer = threading.Timer(0.3, action, args=args)
+    doer.start()
+    started = time.monotonic()
+    try:
+        return queue.claim(lease=30, wait=120), time.monotonic() - started
+    finally:
+        doer.join()
+
+
 def test_a_push_to_any_shard_wakes_a_waiting_claim_at_once(queue: RedisQueue, monkeypatch: pytest.MonkeyPatch) -> None:
     """One thread waits; pushes to every shard in turn each wake it, long before it would look again by itself."""
     from offload.backends import redis_queue
@@ -147,14 +158,8 @@ def test_a_push_to_any_shard_wakes_a_waiting_claim_at_once(queue: RedisQueue, mo
     monkeypatch.setattr(redis_queue, "RECHECK", 60.0)  # no look of its own while the test runs
     woken: list[float] = []
     for keys in keys_per_shard(1).values():
-        pusher = threading.Timer(0.3, queue.push, args=(keys[0], b"late"))
-        pusher.start()
-        started = time.monotonic()
-        try:
-            claim = queue.claim(lease=30, wait=120)
-        finally:
-            pusher.join()
-        woken.append(time.monotonic() - started)
+        claim, waited = claim_woken_by(queue, queue.push, keys[0], b"late")
+        woken.append(waited)
         assert claim is not None and claim.key == keys[0]
         queue.ack(claim)
     assert max(woken) < 30, woken  # woken by the push: without it, each claim would wait out its 60 s look
@@ -167,24 +172,12 @@ def test_a_release_and_a_revival_wake_a_waiting_claim(queue: RedisQueue, monkeyp
     queue.push("/report?n=1", b"x")
     first = queue.claim(lease=30, wait=5)
     assert first is not None
-    releaser = threading.Timer(0.3, queue.release, args=(first,))
-    releaser.start()
-    started = time.monotonic()
-    try:
-        again = queue.claim(lease=30, wait=120)
-    finally:
-        releaser.join()
-    assert again is not None and again.key == "/report?n=1" and time.monotonic() - started < 30
+    again, waited = claim_woken_by(queue, queue.release, first)
+    assert again is not None and again.key == "/report?n=1" and waited < 30
     queue.bury(again, "for the test")
     (dead,) = queue.dead()
-    reviver = threading.Timer(0.3, queue.revive, args=(dead.job_id,))
-    reviver.start()
-    started = time.monotonic()
-    try:
-        revived = queue.claim(lease=30, wait=120)
-    finally:
-        reviver.join()
-    assert revived is not None and revived.key == "/report?n=1" and time.monotonic() - started < 30
+    revived, waited = claim_woken_by(queue, queue.revive, dead.job_id)
+    assert revived is not None and revived.key == "/report?n=1" and waited < 30
 
 
 def test_acks_renewals_and_releases_go_to_the_shard_of_each_claim(queue: RedisQueue) -> None:
