@@ -78,9 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, list[dict[str, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="offload-claim-") as tmp:
         for kind in (RedisServer, PostgresServer):
-            server = kind(Path(tmp) / kind.name)
-            server.launch()
-            try:
+            with kind(Path(tmp) / kind.name) as server:
                 for running in (int(n) for n in args.running.split(",")):
                     row = measure(server.url_for(f"claim-{running}"), running, args.cycles, args.limit or None)
                     results.setdefault(kind.name, []).append(row)
@@ -90,8 +88,6 @@ def main(argv: list[str] | None = None) -> int:
                         file=sys.stderr,
                         flush=True,
                     )
-            finally:
-                server.close()
     args.json.write_text(json.dumps(results, indent=1))
     return 0
 

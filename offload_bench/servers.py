@@ -25,6 +25,7 @@ import sqlite3
 import tempfile
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import TypeVar
 
 from offload_bench.cluster import RedisCluster
 from offload_bench.procs import Child, HarnessError, ProcessSet, accepting, child_env, free_port, wait_for
@@ -33,6 +34,9 @@ from offload_bench.procs import Child, HarnessError, ProcessSet, accepting, chil
 BACKENDS = ("sqlite", "redis", "postgres")
 #: Every backend ``--backend`` may name.
 ALL_BACKENDS = (*BACKENDS, "redis-cluster")
+
+
+Server = TypeVar("Server", bound="BackendServer")
 
 
 class BackendServer(ABC):
@@ -68,6 +72,14 @@ class BackendServer(ABC):
 
     def close(self) -> None:  # noqa: B027 - nothing to stop for some backends
         """Stop everything this server started."""
+
+    def __enter__(self: Server) -> Server:
+        """Launched for a ``with`` block, closed at its end."""
+        self.launch()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 class SQLiteFiles(BackendServer):

@@ -95,22 +95,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=Path("wakeups.json"))
     args = parser.parse_args(argv)
     results: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="offload-wakeups-") as tmp:
-        server = PostgresServer(Path(tmp) / "postgres")
-        server.launch()
-        try:
-            for waiters in (int(n) for n in args.waiters.split(",")):
-                row = measure(server.url_for(f"wake-{waiters}"), waiters, args.jobs, args.gap, args.idle)
-                results.append(row)
-                print(
-                    f"{waiters} waiting: {row['transactions_per_job']:.1f} transactions per job above "
-                    f"{row['idle_transactions_per_s']:.0f}/s idle; pickup p50 {row['pickup_p50_ms']:.1f} ms, "
-                    f"p99 {row['pickup_p99_ms']:.1f} ms ({row['picked_up']}/{row['jobs']} picked up)",
-                    file=sys.stderr,
-                    flush=True,
-                )
-        finally:
-            server.close()
+    with tempfile.TemporaryDirectory(prefix="offload-wakeups-") as tmp, PostgresServer(Path(tmp) / "pg") as server:
+        for waiters in (int(n) for n in args.waiters.split(",")):
+            row = measure(server.url_for(f"wake-{waiters}"), waiters, args.jobs, args.gap, args.idle)
+            results.append(row)
+            print(
+                f"{waiters} waiting: {row['transactions_per_job']:.1f} transactions per job above "
+                f"{row['idle_transactions_per_s']:.0f}/s idle; pickup p50 {row['pickup_p50_ms']:.1f} ms, "
+                f"p99 {row['pickup_p99_ms']:.1f} ms ({row['picked_up']}/{row['jobs']} picked up)",
+                file=sys.stderr,
+                flush=True,
+            )
     args.json.write_text(json.dumps(results, indent=1))
     return 0
 

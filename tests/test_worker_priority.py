@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -17,22 +17,51 @@ import pytest
 @pytest.mark.parametrize(("arguments", "expected"), [([], 10), (["--nice", "3"], 3), (["--nice", "0"], 0)])
 def test_worker_priority(tmp_path: Path, arguments: list[str], expected: int) -> None:
     base = os.getpriority(os.PRIO_PROCESS, 0)
-    command = [sys.executable, "-m", "offload", "worker", "tests.behaviour.apps:wsgi_app"]
-    command += ["--url", f"sqlite:///{tmp_path}/offload.sqlite3", *arguments]
-    root = Path(__file__).resolve().parent.parent
-    worker = subprocess.Popen(command, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
+    with running_worker(tmp_path, *arguments) as worker:
         deadline = time.monotonic() + 30
         while os.getpriority(os.PRIO_PROCESS, worker.pid) == base and expected and time.monotonic() < deadline:
             assert worker.poll() is None, worker.stderr.read().decode() if worker.stderr else ""
             time.sleep(0.05)
         time.sleep(0.2)  # settled
         assert os.getpriority(os.PRIO_PROCESS, worker.pid) == min(19, base + expected)
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def worker_command(tmp_path: Path, *arguments: str) -> list[str]:
+    """``offload worker`` for the behaviour app on a SQLite store of the test's own, with ``arguments``."""
+    command = [sys.executable, "-m", "offload", "worker", "tests.behaviour.apps:wsgi_app"]
+    return [*command, "--url", f"sqlite:///{tmp_path}/offload.sqlite3", *arguments]
+
+
+@contextlib.contextmanager
+def running_worker(
+    tmp_path: Path, *arguments: str, env: dict[str, str] | None = None, preexec_fn: Callable[[], None] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A worker process (see :func:`worker_command`), stopped with SIGTERM at the end."""
+    worker = subprocess.Popen(
+        worker_command(tmp_path, *arguments),
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        preexec_fn=preexec_fn,
+    )
+    try:
+        yield worker
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.wait(30)
         if worker.stderr is not None:
             worker.stderr.close()
+
+
+def refused(tmp_path: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
+    """A worker started with ``arguments`` that is expected to refuse them and exit."""
+    return subprocess.run(
+        worker_command(tmp_path, *arguments), cwd=ROOT, capture_output=True, text=True, timeout=60, check=False
+    )
 
 
 def _policy(pid: int | str, thread: str | None = None) -> int:
@@ -62,21 +91,12 @@ def _wait_policy(pid: int, expected: int, process: subprocess.Popen[bytes]) -> N
 def test_worker_sched(tmp_path: Path, policy: str, expected: str) -> None:
     """--sched puts the worker and every one of its threads in that class; batch keeps the nice value."""
     base = os.getpriority(os.PRIO_PROCESS, 0)
-    command = [sys.executable, "-m", "offload", "worker", "tests.behaviour.apps:wsgi_app", "--concurrency", "3"]
-    command += ["--url", f"sqlite:///{tmp_path}/offload.sqlite3", "--sched", policy]
-    root = Path(__file__).resolve().parent.parent
-    worker = subprocess.Popen(command, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
+    with running_worker(tmp_path, "--concurrency", "3", "--sched", policy) as worker:
         _wait_policy(worker.pid, getattr(os, expected), worker)
         policies = _threads_policies(worker.pid)
         assert len(policies) > 1, "the worker runs job threads"
         assert set(policies.values()) == {getattr(os, expected)}, policies
         assert os.getpriority(os.PRIO_PROCESS, worker.pid) == min(19, base + 10)
-    finally:
-        worker.send_signal(signal.SIGTERM)
-        worker.wait(30)
-        if worker.stderr is not None:
-            worker.stderr.close()
 
 
 @pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="Linux scheduling classes")
@@ -94,9 +114,8 @@ def serving(tmp_path: Path, env: dict[str, str]) -> Iterator[tuple[subprocess.Po
     """`offload serve` with two job workers and one web process: the process, the workers' pids, the server's."""
     command = [sys.executable, "-m", "offload", "serve", "tests.behaviour.apps:wsgi_app", "--bind", "127.0.0.1:0"]
     command += ["--url", f"sqlite:///{tmp_path}/offload.sqlite3", "--job-workers", "2", "--web-processes", "1"]
-    root = Path(__file__).resolve().parent.parent
     serve = subprocess.Popen(
-        command, cwd=root, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        command, cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     try:
         deadline = time.monotonic() + 60
@@ -118,10 +137,7 @@ def serving(tmp_path: Path, env: dict[str, str]) -> Iterator[tuple[subprocess.Po
 
 def test_sched_refused_where_it_cannot_apply(tmp_path: Path) -> None:
     """A class the command does not know is a usage error before the worker starts."""
-    command = [sys.executable, "-m", "offload", "worker", "tests.behaviour.apps:wsgi_app", "--sched", "fifo"]
-    command += ["--url", f"sqlite:///{tmp_path}/offload.sqlite3"]
-    root = Path(__file__).resolve().parent.parent
-    done = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=60, check=False)
+    done = refused(tmp_path, "--sched", "fifo")
     assert done.returncode == 2
     assert "--sched" in done.stderr and "idle" in done.stderr
 
@@ -139,27 +155,16 @@ def _cmdline(pid: int) -> bytes:
 @pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="Linux scheduling classes")
 def test_worker_keeps_the_class_it_was_started_in(tmp_path: Path) -> None:
     """Without --sched a worker changes no class: one started in SCHED_BATCH (by chrt, systemd) stays there."""
-    command = [sys.executable, "-m", "offload", "worker", "tests.behaviour.apps:wsgi_app", "--concurrency", "2"]
-    command += ["--url", f"sqlite:///{tmp_path}/offload.sqlite3"]
-    root = Path(__file__).resolve().parent.parent
     env = {key: value for key, value in os.environ.items() if key != "OFFLOAD_SCHED"}
 
     def batch() -> None:
         os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
 
-    worker = subprocess.Popen(
-        command, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=batch
-    )
-    try:
+    with running_worker(tmp_path, "--concurrency", "2", env=env, preexec_fn=batch) as worker:
         _wait_niced(worker)
         policies = _threads_policies(worker.pid)
         assert len(policies) > 1, "the worker runs job threads"
         assert set(policies.values()) == {os.SCHED_BATCH}, policies
-    finally:
-        worker.send_signal(signal.SIGTERM)
-        worker.wait(30)
-        if worker.stderr is not None:
-            worker.stderr.close()
 
 
 def _wait_niced(process: subprocess.Popen[bytes]) -> None:
@@ -181,11 +186,7 @@ def _affinities(pid: int) -> dict[str, set[int]]:
 def test_worker_cpus_keeps_every_thread_on_its_cpus(tmp_path: Path) -> None:
     """--cpus keeps the worker and each of its threads (those started before and after) on the CPUs it names."""
     cpu = max(os.sched_getaffinity(0))
-    command = [sys.executable, "-m", "offload", "worker", "tests.behaviour.apps:wsgi_app", "--concurrency", "3"]
-    command += ["--url", f"sqlite:///{tmp_path}/offload.sqlite3", "--cpus", str(cpu)]
-    root = Path(__file__).resolve().parent.parent
-    worker = subprocess.Popen(command, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
+    with running_worker(tmp_path, "--concurrency", "3", "--cpus", str(cpu)) as worker:
         deadline = time.monotonic() + 30
         while os.sched_getaffinity(worker.pid) != {cpu} and time.monotonic() < deadline:
             assert worker.poll() is None, worker.stderr.read().decode() if worker.stderr else ""
@@ -194,21 +195,13 @@ def test_worker_cpus_keeps_every_thread_on_its_cpus(tmp_path: Path) -> None:
         affinities = _affinities(worker.pid)
         assert len(affinities) > 3, "the worker runs its job threads"
         assert all(cpus == {cpu} for cpus in affinities.values()), affinities
-    finally:
-        worker.send_signal(signal.SIGTERM)
-        worker.wait(30)
-        if worker.stderr is not None:
-            worker.stderr.close()
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="CPU affinity")
 @pytest.mark.parametrize("cpus", ["1-x", "3-1", "", str(max(os.sched_getaffinity(0)) + 64)])
 def test_worker_cpus_refuses_what_it_cannot_run_on(tmp_path: Path, cpus: str) -> None:
     """A list that is not one, or names a CPU the worker may not use, is a usage error with the reason."""
-    command = [sys.executable, "-m", "offload", "worker", "tests.behaviour.apps:wsgi_app", "--cpus", cpus]
-    command += ["--url", f"sqlite:///{tmp_path}/offload.sqlite3", "--burst"]
-    root = Path(__file__).resolve().parent.parent
-    done = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=60, check=False)
+    done = refused(tmp_path, "--cpus", cpus, "--burst")
     assert done.returncode == 2, done.stderr
     assert "--cpus" in done.stderr and "Traceback" not in done.stderr
 

@@ -195,6 +195,10 @@ def worker(
     from offload.worker import Worker
 
     _setup_logging(log_level, log_format)
+    try:
+        cpu_set = parse_cpus(cpus) if cpus is not None else None
+    except ValueError as error:
+        raise BadInput(f"--cpus {cpus}: {error}") from None
     _check_urls(url, cache_url, queue_url)
     target = _load(app)
     found = find_offloader(target)
@@ -235,9 +239,9 @@ def worker(
             raise BadInput(str(error)) from None
         except OSError as error:
             raise BadInput(f"--sched {sched}: the system refused it ({error.strerror})") from None
-    if cpus is not None:
+    if cpu_set is not None:
         try:
-            apply_cpus(parse_cpus(cpus))
+            apply_cpus(cpu_set)
         except (ValueError, UnsupportedPolicy) as error:
             raise BadInput(f"--cpus {cpus}: {error}") from None
     if chosen == "async":

@@ -353,13 +353,13 @@ class RedisConnection:
         ``EVALSHA`` goes straight into it, as redis-py's scripts in a pipeline
         would first ask ``SCRIPT EXISTS``, a trip more; runs the server lacked
         the script for are sent again once it is loaded. redis-py's cluster
-        pipeline refuses scripts, so on a cluster, when every run is in one
-        slot (a prefix's cache is), the pipeline goes to that slot's master
-        directly; runs it turns away (the slot moved) go one by one, each
-        redirected as :meth:`run` is, and so do runs of several slots.
+        pipeline refuses scripts, so on a cluster the pipeline goes to the
+        master of the first run's slot directly (a prefix's cache is one
+        slot); runs it turns away (another slot, or one that moved) go one by
+        one, each redirected as :meth:`run` is.
         """
-        if len(calls) == 1:
-            return [self.run(source, *calls[0])]
+        if len(calls) <= 1:
+            return [self.run(source, *call) for call in calls]
         with self.errors():
             client = self._slot_client(calls) if self.cluster else self.client
             if client is None:
@@ -370,12 +370,9 @@ class RedisConnection:
         return replies
 
     def _slot_client(self, calls: Sequence[tuple[list[Any], list[Any]]]) -> Any:
-        """The client of the master of the one slot every run's keys are in, or None for several slots."""
+        """The client of the master of the first run's slot (every run of a prefix's cache is in it)."""
         cluster = self.client
-        if not isinstance(cluster, redis.cluster.RedisCluster):
-            return None
-        slots = {cluster.keyslot(keys[0]) for keys, _ in calls if keys}  # type: ignore[no-untyped-call]
-        if len(slots) != 1 or not calls[0][0]:
+        if not isinstance(cluster, redis.cluster.RedisCluster) or not calls[0][0]:
             return None
         return cluster.get_redis_connection(cluster.get_node_from_key(calls[0][0][0]))  # type: ignore[no-untyped-call]
 
